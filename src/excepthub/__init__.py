@@ -1,0 +1,28 @@
+"""excepthub: write exception handlers once, use them in every service.
+
+One registry, `ExceptionMiddleware`, holds side-effect `handlers` and fallback
+`publish_handlers`; adapters plug it into FastAPI, FastStream and FastMCP.
+"""
+
+from fast_depends import Depends
+
+from ._handlers import Context
+from ._observe import ErrorHook
+from ._outcome import ErrorEvent, Outcome, OutcomeKind, Resolution, reraise
+from ._registry import Defaults, ExceptionKey, ExceptionMiddleware
+from ._retry import Retry
+
+__all__ = [
+    "Context",
+    "Defaults",
+    "Depends",
+    "ErrorEvent",
+    "ErrorHook",
+    "ExceptionKey",
+    "ExceptionMiddleware",
+    "Outcome",
+    "OutcomeKind",
+    "Resolution",
+    "Retry",
+    "reraise",
+]

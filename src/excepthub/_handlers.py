@@ -1,0 +1,282 @@
+"""Invocation: how one handler is called with the error and the adapter's context values.
+
+A handler is compiled once, at registration, into a `Handler`. The common handler (the error,
+plus values picked from the context by name or with `Context`) is called directly; a handler
+that declares `Depends` is solved by fast-depends, its yield dependencies closed after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any, Final
+
+import anyio.to_thread
+from fast_depends import Provider
+from fast_depends.core import build_call_model
+from fast_depends.dependencies import Dependant
+from fast_depends.library import CustomField
+
+__all__ = ["Context", "Handler", "compile_handler"]
+
+_EMPTY: Final = inspect.Parameter.empty
+_POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class Context(CustomField):
+    """A handler parameter filled from the context the adapter passes to `handle`.
+
+    `Context()` takes the value named like the parameter; `Context("message.body")` takes
+    `context["message"].body` (a dotted path walks attributes, then keys). Without a value and
+    without `default`, the handler is not called and a `LookupError` names what is missing.
+
+    ```python
+    @exc.add_handler(ValueError, publish=True)
+    async def fallback(error: ValueError, request_id: str = Context(default="-")) -> dict:
+        return {"error": "bad value", "request_id": request_id}
+    ```
+    """
+
+    __slots__ = ("default", "name", "path")
+
+    def __init__(self, name: str = "", *, default: Any = _EMPTY) -> None:
+        super().__init__(cast=False, required=default is _EMPTY)
+        if not isinstance(name, str):
+            raise TypeError(f"Context name must be a str, got {name!r}")
+        self.name = name
+        self.default = default
+        self.path: tuple[str, ...] = tuple(name.split(".")) if name else ()
+
+    def lookup(self, context: Mapping[str, Any], param_name: str) -> Any:
+        """The value this field gives the parameter `param_name` in `context`."""
+        head, *rest = self.path or (param_name,)
+        try:
+            value = context[head]
+            for part in rest:
+                value = value[part] if isinstance(value, Mapping) else getattr(value, part)
+        except (KeyError, AttributeError):
+            if self.default is _EMPTY:
+                raise LookupError(
+                    f"no context value {self.name or param_name!r} for parameter {param_name!r}"
+                ) from None
+            return self.default
+        return value
+
+    async def use(self, /, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        # fast-depends' hook, used only for handlers that also declare `Depends`; async so
+        # that fast-depends awaits it on the loop instead of sending it to a thread.
+        assert self.param_name is not None
+        kwargs[self.param_name] = self.lookup(kwargs, self.param_name)
+        return kwargs
+
+    def __repr__(self) -> str:
+        default = "" if self.default is _EMPTY else f", default={self.default!r}"
+        return f"Context({self.name!r}{default})"
+
+
+# One way of filling a parameter from the context: (kind, parameter name, detail).
+_Fill = tuple[str, str, Any]
+
+
+class Handler:
+    """A registered handler, compiled for calling: `await handler(error, context)`."""
+
+    __slots__ = ("_call", "_model", "_positional", "_fills", "_error_param", "func", "name")
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        inline: bool,
+        error_param: str,
+        positional: tuple[str, ...],
+        fills: tuple[_Fill, ...],
+        model: Any,
+    ) -> None:
+        self.func = func
+        self.name = _describe(func)
+        self._call = _caller(func, inline=inline)
+        self._error_param = error_param
+        self._positional = positional  # context names passed positionally before the error
+        self._fills = fills
+        self._model = model  # a fast-depends call model, only when the handler uses Depends
+
+    async def __call__(self, error: BaseException, context: Mapping[str, Any]) -> Any:
+        if self._model is not None:
+            return await self._solve(error, context)
+        if not self._fills and not self._positional:
+            return await self._call((error,), {})
+        args = (*(context[name] for name in self._positional), error)
+        return await self._call(args, _fill(self._fills, context))
+
+    async def _solve(self, error: BaseException, context: Mapping[str, Any]) -> Any:
+        async with AsyncExitStack() as stack:
+            args, kwargs = await self._model.asolve(
+                stack=stack,
+                cache_dependencies={},
+                **{**context, self._error_param: error},
+            )
+            return await self._call(args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Handler {self.name}>"
+
+
+def compile_handler(
+    func: Callable[..., Any], *, inline: bool, provider: Provider
+) -> Handler:
+    """Read `func`'s signature once and build its `Handler`; `TypeError` if it cannot take an error."""
+    if not callable(func):
+        raise TypeError(f"handler {func!r} is not callable")
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(f"handler {_describe(func)} is a generator; a handler returns its value")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"handler {func!r} has no signature to read: {error}") from None
+    params = list(signature.parameters.values())
+    annotations = _annotations(func, params)
+    error_index = _error_index(params, annotations)
+    if error_index is None:
+        raise TypeError(
+            f"handler {_describe(func)} cannot take the exception as its first positional argument"
+        )
+    positional = tuple(p.name for p in params[:error_index])
+    fills: list[_Fill] = []
+    uses_depends = False
+    for param in params[error_index + 1 :]:
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        metadata = _annotated_metadata(annotations.get(param.name))
+        if isinstance(param.default, Dependant) or any(isinstance(m, Dependant) for m in metadata):
+            uses_depends = True
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            fills.append(("all", param.name, None))
+        elif isinstance(param.default, Context):
+            fills.append(("context", param.name, param.default))
+        elif isinstance(param.default, CustomField):
+            fills.append(("field", param.name, param.default.set_param_name(param.name)))
+        else:
+            fills.append(("name", param.name, param.default))
+    error_param = params[error_index]
+    model = None
+    if uses_depends:
+        if error_param.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise TypeError(f"handler {_describe(func)} with Depends must name its error parameter")
+        model = build_call_model(func, dependency_provider=provider, is_sync=False)
+        model.call = _collect_arguments  # solve the arguments; the handler is called by us
+    return Handler(
+        func,
+        inline=inline,
+        error_param=error_param.name,
+        positional=positional,
+        fills=tuple(fills),
+        model=model,
+    )
+
+
+def _fill(fills: tuple[_Fill, ...], context: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for kind, name, detail in fills:
+        if kind == "name":
+            if name in context:
+                kwargs[name] = context[name]
+            elif detail is _EMPTY:
+                raise LookupError(f"no context value {name!r} for parameter {name!r}")
+        elif kind == "context":
+            kwargs[name] = detail.lookup(context, name)
+        elif kind == "field":  # a foreign fast-depends field (FastStream's Context): ask it
+            solved = detail.use(**context)
+            if name in solved:
+                kwargs[name] = solved[name]
+        else:
+            kwargs.update(context)
+    return kwargs
+
+
+async def _collect_arguments(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return args, kwargs
+
+
+def _caller(
+    func: Callable[..., Any], *, inline: bool
+) -> Callable[[tuple[Any, ...], dict[str, Any]], Awaitable[Any]]:
+    if _is_async(func):
+
+        async def call_async(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return await func(*args, **kwargs)
+
+        return call_async
+
+    async def call_sync(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if inline:
+            result = func(*args, **kwargs)
+        else:  # a blocking handler must not stall the event loop
+            result = await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+        if inspect.isawaitable(result):  # a sync callable that hands back a coroutine
+            result = await result
+        return result
+
+    return call_sync
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - an object with `async def __call__`
+    )
+
+
+def _error_index(params: list[inspect.Parameter], annotations: Mapping[str, Any]) -> int | None:
+    """Where the error goes: the first positional parameter, or the first one annotated with
+    an exception class when that comes later (Starlette-style `(request, exc)` handlers)."""
+    positional = [
+        i for i, p in enumerate(params) if p.kind in _POSITIONAL or p.kind.name == "VAR_POSITIONAL"
+    ]
+    if not positional:
+        return None
+    for i in positional:
+        if params[i].kind.name == "VAR_POSITIONAL":
+            break
+        if _is_exception_annotation(annotations.get(params[i].name)):
+            return i
+    first = positional[0]
+    # a parameter before the error must be filled by name, so it cannot be *args
+    return first
+
+
+def _is_exception_annotation(annotation: Any) -> bool:
+    if annotation is None:
+        return False
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return all(_is_exception_annotation(a) for a in typing.get_args(annotation))
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, BaseException)
+
+
+def _annotations(func: Callable[..., Any], params: list[inspect.Parameter]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func, include_extras=True)
+    except Exception:  # unresolvable forward references: fall back to what is written
+        return {p.name: p.annotation for p in params if p.annotation is not _EMPTY}
+
+
+def _annotated_metadata(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return tuple(typing.get_args(annotation)[1:])
+    return ()
+
+
+def _describe(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if name is None:
+        return repr(func)
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)

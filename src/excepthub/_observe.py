@@ -1,0 +1,145 @@
+"""Observation: every error that reaches a registry is counted, logged once, and shown to hooks."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from ._outcome import ErrorEvent, OutcomeKind
+
+__all__ = ["DEFAULT_LOG_LEVELS", "ErrorHook", "Observer"]
+
+ErrorHook = Callable[[ErrorEvent], Any]
+"""An `on_error` hook: sync or async, called with every `ErrorEvent`."""
+
+DEFAULT_LOG_LEVELS: Final[Mapping[OutcomeKind, int]] = {
+    "published": logging.INFO,
+    "handled": logging.WARNING,
+    "retried": logging.WARNING,
+    "unhandled": logging.ERROR,
+    "failed": logging.ERROR,
+}
+_TRACEBACK_FOR: Final = frozenset({"unhandled", "failed"})
+
+
+class Observer:
+    """A registry's counters, log and hooks. Thread-safe: frameworks may share a registry."""
+
+    __slots__ = ("_hooks", "_levels", "_lock", "_logger", "_stats")
+
+    def __init__(
+        self,
+        *,
+        logger: logging.Logger | str | None,
+        log_levels: Mapping[OutcomeKind, int | None] | None,
+        hooks: Iterable[ErrorHook],
+    ) -> None:
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger, a name or None, got {logger!r}")
+        levels = dict(DEFAULT_LOG_LEVELS)
+        for kind, level in (log_levels or {}).items():
+            if kind not in DEFAULT_LOG_LEVELS:
+                raise TypeError(f"log_levels: unknown outcome {kind!r}; one of {[*levels]}")
+            if level is not None and not isinstance(level, int):
+                raise TypeError(f"log_levels[{kind!r}] must be a logging level or None")
+            levels[kind] = level  # type: ignore[assignment]
+        self._logger = logger
+        self._levels: dict[str, int | None] = dict(levels)
+        self._hooks: tuple[ErrorHook, ...] = ()
+        self._lock = threading.Lock()
+        self._stats: dict[tuple[str, str], int] = {}
+        for hook in hooks:
+            self.add_hook(hook)
+
+    def add_hook(self, hook: ErrorHook) -> None:
+        if not callable(hook):
+            raise TypeError(f"on_error hook {hook!r} is not callable")
+        with self._lock:
+            self._hooks = (*self._hooks, hook)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            items = list(self._stats.items())
+        table: dict[str, dict[str, int]] = {}
+        for (name, kind), count in items:
+            table.setdefault(name, {})[kind] = count
+        return table
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stats = {}
+
+    async def record(
+        self,
+        kind: OutcomeKind,
+        error: BaseException,
+        handler: Callable[..., Any] | None,
+        context: Mapping[str, Any],
+        detail: str = "",
+    ) -> None:
+        """Count, log and tell the hooks about one error's outcome."""
+        key = (_class_name(type(error)), kind)
+        with self._lock:
+            self._stats[key] = self._stats.get(key, 0) + 1
+        if self._logger is not None and (level := self._levels[kind]) is not None:
+            self._log(level, kind, error, handler, context, detail)
+        if self._hooks:
+            await self._notify(ErrorEvent(error, kind, handler, context))
+
+    def _log(
+        self,
+        level: int,
+        kind: OutcomeKind,
+        error: BaseException,
+        handler: Callable[..., Any] | None,
+        context: Mapping[str, Any],
+        detail: str,
+    ) -> None:
+        assert self._logger is not None
+        if not self._logger.isEnabledFor(level):
+            return
+        name = _class_name(type(error))
+        by = f" by {_handler_name(handler)}" if handler is not None else ""
+        correlation_id = context.get("correlation_id")
+        where = f" [correlation_id={correlation_id}]" if correlation_id is not None else ""
+        self._logger.log(
+            level,
+            "%s %s%s%s%s",
+            name,
+            kind,
+            by,
+            detail,
+            where,
+            exc_info=error if kind in _TRACEBACK_FOR else None,
+            extra={
+                "excepthub_outcome": kind,
+                "excepthub_exception": name,
+                "excepthub_handler": _handler_name(handler) if handler is not None else None,
+                "correlation_id": correlation_id,
+            },
+        )
+
+    async def _notify(self, event: ErrorEvent) -> None:
+        for hook in self._hooks:
+            try:
+                result = hook(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # a hook observes; it never changes the outcome
+                (self._logger or logging.getLogger("excepthub")).exception(
+                    "on_error hook %s failed", _handler_name(hook)
+                )
+
+
+def _class_name(cls: type[BaseException]) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _handler_name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)

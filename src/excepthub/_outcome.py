@@ -1,0 +1,67 @@
+"""Outcomes: what resolution and handling answer, in terms every adapter maps back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn, TypeAlias
+
+__all__ = ["ErrorEvent", "Outcome", "OutcomeKind", "Resolution", "reraise"]
+
+OutcomeKind: TypeAlias = Literal["published", "handled", "unhandled", "failed", "retried"]
+"""How an error ended: a fallback value `published`, `handled` by a side-effect handler,
+`unhandled` (no handler, or the handler re-raised it), `failed` (the handler raised another
+exception), or `retried` (a transient error; the work ran again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Which handler an exception class reaches: `exc.resolve(KeyError)`.
+
+    `key` is the registered class that matched (the nearest in the MRO); `publish` tells a
+    fallback handler (its value replaces the result) from a side-effect handler.
+    """
+
+    handler: Callable[..., Any]
+    publish: bool
+    key: type[BaseException]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `handle` answers when a handler took the error.
+
+    `published` is true when a fallback handler ran: `value` is what it returned, and it
+    replaces the failed result. Otherwise a side-effect handler ran and `value` is `None`.
+    `handler` is the function that decided the outcome; `error` the exception it was given.
+    """
+
+    published: bool
+    value: Any
+    handler: Callable[..., Any]
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """What an `on_error` hook observes: one exception, how it ended, and where."""
+
+    error: BaseException
+    outcome: OutcomeKind
+    handler: Callable[..., Any] | None
+    context: Mapping[str, Any]
+
+    @property
+    def correlation_id(self) -> Any:
+        """The framework's correlation id for the unit of work, if the adapter knows one."""
+        return self.context.get("correlation_id")
+
+
+def reraise(error: BaseException, /) -> NoReturn:
+    """A handler that lets its exception through, unhandled.
+
+    Register it to exempt a class from a broader handler: with `handlers={Exception: log}`,
+    `add_handler(StopConsume)(reraise)` keeps `StopConsume` propagating. Adapters seed their
+    framework's control-flow exceptions with it.
+    """
+    raise error

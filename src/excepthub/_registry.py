@@ -1,0 +1,503 @@
+"""The registry: registration, resolution, handling, in that order.
+
+Readers take one immutable snapshot (`_State`) per call and registration swaps in a new one,
+so a registration made on another thread is served whole or not at all, and never stale
+once `add_handler` has returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar, overload
+
+from fast_depends import Provider
+
+from ._groups import leaves, only_leaf, remainder
+from ._handlers import Handler, compile_handler
+from ._observe import ErrorHook, Observer
+from ._outcome import Outcome, OutcomeKind, Resolution, reraise
+from ._retry import Retry
+
+__all__ = ["Defaults", "ExceptionMiddleware", "ExceptionKey"]
+
+ExceptionKey: TypeAlias = type[Exception] | tuple[type[Exception], ...]
+"""What a handler is registered for: an `Exception` subclass or a tuple of them."""
+
+HandlerMap: TypeAlias = Mapping[ExceptionKey, Callable[..., Any]]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SideEffect = TypeVar("_SideEffect", bound=Callable[..., None | Awaitable[None]])
+_T = TypeVar("_T")
+
+MEMO_SIZE: Final = 1024
+"""How many exception classes one memo remembers; the oldest is forgotten first."""
+
+
+class Defaults:
+    """A framework's own handlers, layered under the user's by an adapter.
+
+    They resolve by the same MRO rule as the user's handlers, so they win over a broad user
+    handler such as `Exception`; a user handler for the same class replaces them.
+
+    ```python
+    FASTSTREAM = Defaults("faststream", handlers={IgnoredException: reraise},
+                          publish_handlers={IgnoredException: reraise})
+    await exc.handle(error, defaults=FASTSTREAM, message=msg)
+    ```
+    """
+
+    __slots__ = ("handlers", "name", "publish_handlers")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        handlers: HandlerMap | None = None,
+        publish_handlers: HandlerMap | None = None,
+    ) -> None:
+        self.name = name
+        self.handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
+            _flatten(handlers, "handlers")
+        )
+        self.publish_handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
+            _flatten(publish_handlers, "publish_handlers")
+        )
+
+    def __repr__(self) -> str:
+        return f"Defaults({self.name!r})"
+
+
+class _Match(NamedTuple):
+    handler: Handler
+    key: type[Exception]
+
+
+class _Routes(NamedTuple):
+    """Both answers for one class: the nearest fallback handler and the nearest side-effect one."""
+
+    publish: _Match | None
+    general: _Match | None
+
+
+class _Tables:
+    """The maps one layering resolves over, and its memo."""
+
+    __slots__ = ("general", "memo", "publish")
+
+    def __init__(self, publish: dict[type, Handler], general: dict[type, Handler]) -> None:
+        self.publish = publish
+        self.general = general
+        self.memo: dict[type, _Routes] = {}
+
+
+class _State:
+    """One registration's snapshot: the user's maps and the layerings built over them."""
+
+    __slots__ = ("base", "layers")
+
+    def __init__(self, base: _Tables) -> None:
+        self.base = base
+        self.layers: dict[Defaults, _Tables] = {}
+
+
+class ExceptionMiddleware:
+    """A registry of exception handlers, shared by every framework a service runs.
+
+    `handlers` run for their effects and the exception counts as handled; `publish_handlers`
+    return a value that replaces the failed result. An exception goes to the nearest class in
+    its MRO that has a fallback handler, else the nearest with a side-effect handler, else it
+    propagates unchanged.
+
+    ```python
+    exc = ExceptionMiddleware(handlers={KeyError: log_missing})
+
+    @exc.add_handler(ValueError, publish=True)
+    async def fallback(error: ValueError, request_id: str = Context()) -> dict:
+        return {"error": "bad value", "request_id": request_id}
+
+    outcome = await exc.handle(ValueError("x"), request_id="r-1")
+    assert outcome.value == {"error": "bad value", "request_id": "r-1"}
+    ```
+
+    `inline=True` calls sync handlers on the event loop instead of a worker thread. `provider`
+    is the fast-depends `Provider` that `Depends` resolve through (`exc.provider.override(...)`
+    in tests). `logger`, `log_levels` and `on_error` say how errors are reported; `retry`
+    which are transient (see `Retry`).
+    """
+
+    def __init__(
+        self,
+        handlers: HandlerMap | None = None,
+        publish_handlers: HandlerMap | None = None,
+        *,
+        inline: bool = False,
+        provider: Provider | None = None,
+        logger: logging.Logger | str | None = "excepthub",
+        log_levels: Mapping[OutcomeKind, int | None] | None = None,
+        on_error: Iterable[ErrorHook] = (),
+        retry: Retry | None = None,
+    ) -> None:
+        if not isinstance(inline, bool):
+            raise TypeError(f"inline must be a bool, got {inline!r}")
+        if provider is not None and not isinstance(provider, Provider):
+            raise TypeError(f"provider must be a fast_depends.Provider, got {provider!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be an excepthub.Retry, got {retry!r}")
+        self.inline = inline
+        self.provider = provider if provider is not None else Provider()
+        self.retry = retry
+        self._observer = Observer(logger=logger, log_levels=log_levels, hooks=on_error)
+        self._lock = threading.Lock()
+        self._user: dict[bool, dict[type[Exception], Callable[..., Any]]] = {True: {}, False: {}}
+        self._compiled: dict[bool, dict[type, Handler]] = {True: {}, False: {}}
+        self._defaults: dict[Defaults, tuple[dict[type, Handler], dict[type, Handler]]] = {}
+        self._state = _State(_Tables({}, {}))
+        entries = [
+            *self._compile(_flatten(publish_handlers, "publish_handlers"), publish=True),
+            *self._compile(_flatten(handlers, "handlers"), publish=False),
+        ]
+        self._register(entries)
+
+    # -- registration -------------------------------------------------------------------
+
+    @overload
+    def add_handler(
+        self, exc: ExceptionKey, *, publish: Literal[False] = False, inline: bool | None = None
+    ) -> Callable[[_SideEffect], _SideEffect]: ...
+
+    @overload
+    def add_handler(
+        self, exc: ExceptionKey, *, publish: Literal[True], inline: bool | None = None
+    ) -> Callable[[_F], _F]: ...
+
+    @overload
+    def add_handler(
+        self, exc: ExceptionKey, *, publish: bool, inline: bool | None = None
+    ) -> Callable[[_F], _F]: ...
+
+    def add_handler(
+        self, exc: ExceptionKey, *, publish: bool = False, inline: bool | None = None
+    ) -> Callable[[_F], _F]:
+        """Register the decorated function for `exc` (a class or a tuple of classes).
+
+        `publish=True` makes it a fallback handler: its return value replaces the failed
+        result. The function is returned unchanged. Bad input is a `TypeError` here, at
+        registration, and a rejected registration changes nothing.
+
+        ```python
+        @exc.add_handler((KeyError, IndexError))
+        def log_missing(error: LookupError, log: Logger = Depends(get_logger)) -> None:
+            log.warning("missing: %s", error)
+        ```
+        """
+        keys = _keys(exc)
+        if not isinstance(publish, bool):
+            raise TypeError(f"add_handler({exc!r}): publish must be a bool, got {publish!r}")
+        if inline is not None and not isinstance(inline, bool):
+            raise TypeError(f"add_handler({exc!r}): inline must be a bool, got {inline!r}")
+
+        def register(func: _F) -> _F:
+            handler = self._compile_one(func, keys, inline)
+            self._register([(key, handler, publish) for key in keys])
+            return func
+
+        return register
+
+    def on_error(self, hook: ErrorHook) -> ErrorHook:
+        """Call `hook` (sync or async) with an `ErrorEvent` for every error; a decorator.
+
+        Hooks observe (metrics, tracing): one that raises is logged and changes nothing.
+        """
+        self._observer.add_hook(hook)
+        return hook
+
+    @property
+    def handlers(self) -> Mapping[type[Exception], Callable[..., Any]]:
+        """The side-effect handlers registered, read-only."""
+        return MappingProxyType(self._user[False])
+
+    @property
+    def publish_handlers(self) -> Mapping[type[Exception], Callable[..., Any]]:
+        """The fallback handlers registered, read-only."""
+        return MappingProxyType(self._user[True])
+
+    def _compile(
+        self, funcs: Mapping[type[Exception], Callable[..., Any]], *, publish: bool
+    ) -> list[tuple[type[Exception], Handler, bool]]:
+        compiled: dict[int, Handler] = {}  # one Handler per function, shared by its keys
+        entries = []
+        for key, func in funcs.items():
+            handler = compiled.get(id(func)) or self._compile_one(func, (key,), None)
+            compiled[id(func)] = handler
+            entries.append((key, handler, publish))
+        return entries
+
+    def _compile_one(
+        self, func: Callable[..., Any], keys: tuple[type[Exception], ...], inline: bool | None
+    ) -> Handler:
+        try:
+            return compile_handler(
+                func, inline=self.inline if inline is None else inline, provider=self.provider
+            )
+        except TypeError as error:
+            names = ", ".join(k.__qualname__ for k in keys)
+            raise TypeError(f"cannot register {func!r} for {names}: {error}") from None
+
+    def _register(self, entries: list[tuple[type[Exception], Handler, bool]]) -> None:
+        with self._lock:
+            user = {kind: dict(funcs) for kind, funcs in self._user.items()}
+            compiled = {kind: dict(handlers) for kind, handlers in self._compiled.items()}
+            for key, handler, publish in entries:
+                user[publish][key] = handler.func
+                compiled[publish][key] = handler
+            self._user, self._compiled = user, compiled
+            self._state = _State(_Tables(compiled[True], compiled[False]))  # clears every memo
+
+    # -- resolution ---------------------------------------------------------------------
+
+    def resolve(
+        self, exc_type: type[BaseException], *, defaults: Defaults | None = None
+    ) -> Resolution | None:
+        """Which handler an exception of class `exc_type` would reach, or `None`.
+
+        For an exception group class, only handlers keyed on group classes count: its leaves
+        are resolved one by one when `handle` takes the group apart.
+        """
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TypeError(f"resolve() takes an exception class, got {exc_type!r}")
+        routes = self._routes(self._tables(defaults), exc_type)
+        match = routes.publish or routes.general
+        if match is None:
+            return None
+        return Resolution(match.handler.func, match is routes.publish, match.key)
+
+    def _tables(self, defaults: Defaults | None) -> _Tables:
+        state = self._state
+        if defaults is None:
+            return state.base
+        tables = state.layers.get(defaults)
+        if tables is None:
+            tables = self._layer(state, defaults)
+        return tables
+
+    def _layer(self, state: _State, defaults: Defaults) -> _Tables:
+        with self._lock:
+            if defaults not in self._defaults:
+                self._defaults[defaults] = (
+                    {k: self._compile_one(f, (k,), None) for k, f in defaults.publish_handlers.items()},
+                    {k: self._compile_one(f, (k,), None) for k, f in defaults.handlers.items()},
+                )
+            publish, general = self._defaults[defaults]
+            mine = state.base.publish.keys() | state.base.general.keys()  # a user key replaces both
+            tables = _Tables(
+                {k: h for k, h in publish.items() if k not in mine} | state.base.publish,
+                {k: h for k, h in general.items() if k not in mine} | state.base.general,
+            )
+            return state.layers.setdefault(defaults, tables)
+
+    def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
+        routes = tables.memo.get(cls)
+        if routes is None:
+            routes = _walk(cls, tables)
+            with self._lock:  # filling is rare; the lock keeps eviction safe across threads
+                if len(tables.memo) >= MEMO_SIZE:
+                    del tables.memo[next(iter(tables.memo))]
+                tables.memo[cls] = routes
+        return routes
+
+    # -- handling -----------------------------------------------------------------------
+
+    async def handle(
+        self, error: BaseException, /, *, defaults: Defaults | None = None, **context: Any
+    ) -> Outcome:
+        """Hand `error` to its handler and answer the `Outcome`, or re-raise it.
+
+        `context` holds the values handlers may ask for by name or with `Context` (adapters
+        pass the request, the message, the MCP context, and `correlation_id`). With no
+        handler, the same exception object propagates; a `BaseException` that is not an
+        `Exception` (cancellation) always propagates. Exception groups are taken apart leaf
+        by leaf, like `except*`.
+        """
+        tables = self._tables(defaults)
+        if isinstance(error, BaseExceptionGroup):
+            outcome = await self._handle_group(error, tables, context)
+        elif isinstance(error, Exception):
+            outcome = await self._handle_one(error, tables, context)
+        else:
+            raise error
+        if outcome is None:
+            raise error
+        return outcome
+
+    async def call_with_retries(self, work: Callable[[], Awaitable[_T]], /, **context: Any) -> _T:
+        """Run `work()`, again while it fails with a transient error and attempts remain.
+
+        Adapters wrap the unit of work in it when the registry has a `retry` policy; each
+        retry is logged and counted as `retried`. The last error propagates to the handlers.
+        """
+        policy = self.retry
+        if policy is None:
+            return await work()
+        attempt = 1
+        while True:
+            try:
+                return await work()
+            except Exception as error:
+                if attempt >= policy.attempts or not policy.is_transient(error):
+                    raise
+                detail = f" (attempt {attempt} of {policy.attempts})"
+                await self._observer.record("retried", error, None, context, detail)
+            await policy.sleep(policy.delay(attempt))
+            attempt += 1
+
+    def get_error_stats(self) -> dict[str, dict[str, int]]:
+        """Counts per exception class and outcome: `{"ValueError": {"published": 2}}`."""
+        return self._observer.stats()
+
+    def reset_error_stats(self) -> None:
+        """Start counting from zero."""
+        self._observer.reset()
+
+    async def _handle_one(
+        self, error: Exception, tables: _Tables, context: Mapping[str, Any]
+    ) -> Outcome | None:
+        routes = self._routes(tables, type(error))
+        if routes.publish is not None:
+            return await self._run(routes.publish.handler, error, context, publish=True)
+        if routes.general is not None:
+            return await self._run(routes.general.handler, error, context, publish=False)
+        await self._observer.record("unhandled", error, None, context)
+        return None
+
+    async def _handle_group(
+        self,
+        group: BaseExceptionGroup[BaseException],
+        tables: _Tables,
+        context: Mapping[str, Any],
+    ) -> Outcome | None:
+        routes = self._routes(tables, type(group))  # handlers keyed on group classes
+        if (match := routes.publish or routes.general) is not None and isinstance(group, Exception):
+            return await self._run(match.handler, group, context, publish=match is routes.publish)
+        leaf = only_leaf(group)
+        if leaf is not None:  # a group of one leaf behaves exactly as that leaf
+            return await self._handle_one(leaf, tables, context) if _handleable(leaf) else None
+        published: Outcome | None = None
+        first: Outcome | None = None
+        unhandled: list[BaseException] = []
+        for leaf in leaves(group):
+            outcome = None
+            if _handleable(leaf):
+                routes = self._routes(tables, type(leaf))
+                if routes.publish is not None and published is None:
+                    outcome = await self._run(routes.publish.handler, leaf, context, publish=True)
+                elif (match := routes.general or routes.publish) is not None:
+                    outcome = await self._run(match.handler, leaf, context, publish=False)
+                else:
+                    await self._observer.record("unhandled", leaf, None, context)
+            if outcome is None:
+                unhandled.append(leaf)
+            elif outcome.published:
+                published = outcome
+            elif first is None:
+                first = outcome
+        handled = published or first
+        if handled is None:
+            return None
+        if unhandled:
+            rest = remainder(group, {id(leaf) for leaf in unhandled})
+            assert rest is not None
+            raise rest
+        return Outcome(handled.published, handled.value, handled.handler, group)
+
+    async def _run(
+        self, handler: Handler, error: Exception, context: Mapping[str, Any], *, publish: bool
+    ) -> Outcome | None:
+        if handler.func is reraise:  # let through, as if excepthub were not there
+            return None
+        traceback = error.__traceback__
+        try:
+            value = await handler(error, context)
+        except Exception as failure:  # cancellation passes straight through, uncounted
+            if failure is error:  # re-raised: unhandled, with the traceback it came with
+                error.__traceback__ = traceback
+                await self._observer.record("unhandled", error, handler.func, context)
+                return None
+            _chain(failure, error)
+            await self._observer.record("failed", error, handler.func, context)
+            raise
+        await self._observer.record("published" if publish else "handled", error, handler.func, context)
+        return Outcome(publish, value if publish else None, handler.func, error)
+
+
+def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
+    """The uncached rule: the nearest class in the MRO, for each map."""
+    group_only = issubclass(cls, BaseExceptionGroup)
+    publish = general = None
+    for klass in cls.__mro__:
+        if group_only and not issubclass(klass, BaseExceptionGroup):
+            continue
+        if publish is None and (handler := tables.publish.get(klass)) is not None:
+            publish = _Match(handler, klass)
+        if general is None and (handler := tables.general.get(klass)) is not None:
+            general = _Match(handler, klass)
+    return _Routes(publish, general)
+
+
+def _handleable(error: BaseException) -> bool:
+    return isinstance(error, Exception)
+
+
+def _chain(failure: BaseException, original: BaseException) -> None:
+    """Make `original` reachable from `failure` through `__context__` (a handler that ran in a
+    worker thread, or outside an `except` block, raised without Python chaining it)."""
+    seen = {id(failure)}
+    tail = failure
+    while tail.__context__ is not None:
+        if tail.__context__ is original or id(tail.__context__) in seen:
+            return
+        tail = tail.__context__
+        seen.add(id(tail))
+    if tail is not original:
+        tail.__context__ = original
+
+
+def _keys(exc: object) -> tuple[type[Exception], ...]:
+    keys = exc if isinstance(exc, tuple) else (exc,)
+    if not keys:
+        raise TypeError("cannot register a handler for an empty tuple of exception classes")
+    for key in keys:
+        _check_key(key)
+    return keys
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, type) or not issubclass(key, BaseException):
+        raise TypeError(f"cannot register a handler for {key!r}: it is not an exception class")
+    if not issubclass(key, Exception):
+        raise TypeError(
+            f"cannot register a handler for {key.__qualname__}: it is a BaseException that is "
+            "not an Exception (cancellation, KeyboardInterrupt, SystemExit, GeneratorExit), "
+            "which excepthub never handles"
+        )
+
+
+def _flatten(handlers: object, where: str) -> dict[type[Exception], Callable[..., Any]]:
+    """`{key_or_tuple: handler}` as `{class: handler}`, checked; `TypeError` names the culprit."""
+    if handlers is None:
+        return {}
+    if not isinstance(handlers, Mapping):
+        raise TypeError(f"{where} must be a mapping of exception classes to handlers")
+    flat: dict[type[Exception], Callable[..., Any]] = {}
+    for key, func in handlers.items():
+        try:
+            keys = _keys(key)
+        except TypeError as error:
+            raise TypeError(f"{where}: {error}") from None
+        if not callable(func):
+            names = ", ".join(k.__qualname__ for k in keys)
+            raise TypeError(f"{where}: cannot register {func!r} for {names}: it is not callable")
+        flat.update(dict.fromkeys(keys, func))
+    return flat

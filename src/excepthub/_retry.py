@@ -1,0 +1,69 @@
+"""Retries: transient errors re-run the unit of work in place, before any handler sees them."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+__all__ = ["Retry"]
+
+
+def _is_exception_class(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, Exception)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Which exceptions are transient, and how often and how patiently to try again.
+
+    `attempts` counts every run, the first included. Before retry `n` (1, 2, ...) the work waits
+    `min(max_delay, base_delay * multiplier ** (n - 1))`, spread by `jitter` (a fraction: 0.1
+    waits between 90% and 110% of that) and never above `max_delay`. `on` is matched by MRO,
+    like handlers. `sleep` and `random` are there for tests (a fake clock); cancellation during
+    a wait stops retrying at once.
+
+    ```python
+    exc = ExceptionMiddleware(retry=Retry(on=(ConnectionError, TimeoutError), attempts=3))
+    ```
+    """
+
+    on: tuple[type[Exception], ...] = (ConnectionError, TimeoutError)
+    attempts: int = 3
+    base_delay: float = 0.1
+    multiplier: float = 2.0
+    max_delay: float = 5.0
+    jitter: float = 0.1
+    sleep: Callable[[float], Awaitable[Any]] = field(default=anyio.sleep, repr=False)
+    random: Callable[[], float] = field(default=random.random, repr=False)
+
+    def __post_init__(self) -> None:
+        on = self.on if isinstance(self.on, tuple) else (self.on,)
+        bad = [c for c in on if not _is_exception_class(c)]
+        if bad or not on:
+            raise TypeError(f"Retry(on=...) takes Exception subclasses, got {bad or on!r}")
+        object.__setattr__(self, "on", on)
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
+            raise TypeError(f"Retry(attempts=...) must be an int, got {self.attempts!r}")
+        if self.attempts < 1:
+            raise ValueError(f"Retry(attempts=...) must be at least 1, got {self.attempts}")
+        for name in ("base_delay", "multiplier", "max_delay", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"Retry({name}=...) must be a finite number >= 0, got {value!r}")
+        if self.jitter > 1:
+            raise ValueError(f"Retry(jitter=...) is a fraction from 0 to 1, got {self.jitter}")
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether `error` is worth another attempt."""
+        return isinstance(error, self.on)
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1 for the first retry)."""
+        base = min(self.max_delay, self.base_delay * self.multiplier ** (retry - 1))
+        spread = 1 + self.jitter * (2 * self.random() - 1)
+        return min(self.max_delay, base * spread)
