@@ -1,4 +1,4 @@
-"""Exception groups: taken apart like `except*`, leaf by leaf, and put back together with `split`."""
+"""Exception groups: taken apart like `except*`, leaf by leaf; put back together by `split`."""
 
 from __future__ import annotations
 

@@ -83,9 +83,13 @@ _Fill = tuple[str, str, Any]
 
 
 class Handler:
-    """A registered handler, compiled for calling: `await handler(error, context)`."""
+    """A registered handler, compiled for calling: `await handler.invoke(error, context)`.
 
-    __slots__ = ("_call", "_model", "_positional", "_fills", "_error_param", "func", "name")
+    `invoke` is chosen once, for the handler's shape, so the common handler (an async function
+    of the error alone) costs one call and one await.
+    """
+
+    __slots__ = ("func", "invoke", "model", "name")
 
     def __init__(
         self,
@@ -99,37 +103,53 @@ class Handler:
     ) -> None:
         self.func = func
         self.name = _describe(func)
-        self._call = _caller(func, inline=inline)
-        self._error_param = error_param
-        self._positional = positional  # context names passed positionally before the error
-        self._fills = fills
-        self._model = model  # a fast-depends call model, only when the handler uses Depends
-
-    async def __call__(self, error: BaseException, context: Mapping[str, Any]) -> Any:
-        if self._model is not None:
-            return await self._solve(error, context)
-        if not self._fills and not self._positional:
-            return await self._call((error,), {})
-        args = (*(context[name] for name in self._positional), error)
-        return await self._call(args, _fill(self._fills, context))
-
-    async def _solve(self, error: BaseException, context: Mapping[str, Any]) -> Any:
-        async with AsyncExitStack() as stack:
-            args, kwargs = await self._model.asolve(
-                stack=stack,
-                cache_dependencies={},
-                **{**context, self._error_param: error},
-            )
-            return await self._call(args, kwargs)
+        self.model = model  # a fast-depends call model, only when the handler uses Depends
+        self.invoke = _invoker(func, inline, error_param, positional, fills, model)
 
     def __repr__(self) -> str:
         return f"<Handler {self.name}>"
 
 
-def compile_handler(
-    func: Callable[..., Any], *, inline: bool, provider: Provider
-) -> Handler:
-    """Read `func`'s signature once and build its `Handler`; `TypeError` if it cannot take an error."""
+_Invoke = Callable[[BaseException, Mapping[str, Any]], Awaitable[Any]]
+
+
+def _invoker(
+    func: Callable[..., Any],
+    inline: bool,
+    error_param: str,
+    positional: tuple[str, ...],
+    fills: tuple[_Fill, ...],
+    model: Any,
+) -> _Invoke:
+    call = _caller(func, inline=inline)
+    if model is not None:
+
+        async def solve(error: BaseException, context: Mapping[str, Any]) -> Any:
+            async with AsyncExitStack() as stack:  # yield dependencies close after the handler
+                args, kwargs = await model.asolve(
+                    stack=stack, cache_dependencies={}, **{**context, error_param: error}
+                )
+                return await call(args, kwargs)
+
+        return solve
+    if positional:
+
+        def call_after_positional(error: BaseException, context: Mapping[str, Any]) -> Any:
+            args = (*(context[name] for name in positional), error)
+            return call(args, _fill(fills, context))
+
+        return call_after_positional
+    if _is_async(func):  # await the handler's own coroutine: no wrapper on the way
+        if not fills:
+            return lambda error, context: func(error)
+        return lambda error, context: func(error, **_fill(fills, context))
+    if not fills:
+        return lambda error, context: call((error,), {})
+    return lambda error, context: call((error,), _fill(fills, context))
+
+
+def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provider) -> Handler:
+    """Read `func`'s signature once and build its `Handler`; `TypeError` if it takes no error."""
     if not callable(func):
         raise TypeError(f"handler {func!r} is not callable")
     if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
@@ -245,9 +265,7 @@ def _error_index(params: list[inspect.Parameter], annotations: Mapping[str, Any]
             break
         if _is_exception_annotation(annotations.get(params[i].name)):
             return i
-    first = positional[0]
-    # a parameter before the error must be filled by name, so it cannot be *args
-    return first
+    return positional[0]
 
 
 def _is_exception_annotation(annotation: Any) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._outcome import ErrorEvent, OutcomeKind
 
@@ -28,7 +29,7 @@ _TRACEBACK_FOR: Final = frozenset({"unhandled", "failed"})
 class Observer:
     """A registry's counters, log and hooks. Thread-safe: frameworks may share a registry."""
 
-    __slots__ = ("_hooks", "_levels", "_lock", "_logger", "_stats")
+    __slots__ = ("_levels", "_lock", "_logger", "_stats", "hooks")
 
     def __init__(
         self,
@@ -41,16 +42,16 @@ class Observer:
             logger = logging.getLogger(logger)
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger, a name or None, got {logger!r}")
-        levels = dict(DEFAULT_LOG_LEVELS)
+        levels: dict[str, int | None] = {**DEFAULT_LOG_LEVELS}
         for kind, level in (log_levels or {}).items():
             if kind not in DEFAULT_LOG_LEVELS:
                 raise TypeError(f"log_levels: unknown outcome {kind!r}; one of {[*levels]}")
             if level is not None and not isinstance(level, int):
                 raise TypeError(f"log_levels[{kind!r}] must be a logging level or None")
-            levels[kind] = level  # type: ignore[assignment]
+            levels[kind] = level
         self._logger = logger
-        self._levels: dict[str, int | None] = dict(levels)
-        self._hooks: tuple[ErrorHook, ...] = ()
+        self._levels = levels
+        self.hooks: tuple[ErrorHook, ...] = ()
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], int] = {}
         for hook in hooks:
@@ -60,7 +61,7 @@ class Observer:
         if not callable(hook):
             raise TypeError(f"on_error hook {hook!r} is not callable")
         with self._lock:
-            self._hooks = (*self._hooks, hook)
+            self.hooks = (*self.hooks, hook)
 
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:
@@ -74,7 +75,7 @@ class Observer:
         with self._lock:
             self._stats = {}
 
-    async def record(
+    def record(
         self,
         kind: OutcomeKind,
         error: BaseException,
@@ -82,14 +83,12 @@ class Observer:
         context: Mapping[str, Any],
         detail: str = "",
     ) -> None:
-        """Count, log and tell the hooks about one error's outcome."""
+        """Count and log one error's outcome; the caller awaits `notify` when there are hooks."""
         key = (_class_name(type(error)), kind)
         with self._lock:
             self._stats[key] = self._stats.get(key, 0) + 1
         if self._logger is not None and (level := self._levels[kind]) is not None:
             self._log(level, kind, error, handler, context, detail)
-        if self._hooks:
-            await self._notify(ErrorEvent(error, kind, handler, context))
 
     def _log(
         self,
@@ -124,8 +123,16 @@ class Observer:
             },
         )
 
-    async def _notify(self, event: ErrorEvent) -> None:
-        for hook in self._hooks:
+    async def notify(
+        self,
+        kind: OutcomeKind,
+        error: BaseException,
+        handler: Callable[..., Any] | None,
+        context: Mapping[str, Any],
+    ) -> None:
+        """Show one error's outcome to every hook, in order."""
+        event = ErrorEvent(error, kind, handler, context)
+        for hook in self.hooks:
             try:
                 result = hook(event)
                 if inspect.isawaitable(result):
@@ -136,9 +143,15 @@ class Observer:
                 )
 
 
-def _class_name(cls: type[BaseException]) -> str:
+def _qualified_name(cls: type[BaseException]) -> str:
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+# bounded, so that classes made at runtime are not kept alive by the cache
+_class_name = cast(
+    Callable[[type[BaseException]], str], functools.lru_cache(maxsize=1024)(_qualified_name)
+)
 
 
 def _handler_name(func: Callable[..., Any]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn, TypeAlias
+from typing import Any, Literal, NamedTuple, NoReturn, TypeAlias
 
 __all__ = ["ErrorEvent", "Outcome", "OutcomeKind", "Resolution", "reraise"]
 
@@ -27,8 +27,7 @@ class Resolution:
     key: type[BaseException]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What `handle` answers when a handler took the error.
 
     `published` is true when a fallback handler ran: `value` is what it returned, and it

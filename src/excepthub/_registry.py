@@ -29,7 +29,7 @@ ExceptionKey: TypeAlias = type[Exception] | tuple[type[Exception], ...]
 HandlerMap: TypeAlias = Mapping[ExceptionKey, Callable[..., Any]]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_SideEffect = TypeVar("_SideEffect", bound=Callable[..., None | Awaitable[None]])
+_SideEffect = TypeVar("_SideEffect", bound=Callable[..., Awaitable[None] | None])
 _T = TypeVar("_T")
 
 MEMO_SIZE: Final = 1024
@@ -235,6 +235,11 @@ class ExceptionMiddleware:
             entries.append((key, handler, publish))
         return entries
 
+    def _compile_map(
+        self, funcs: Mapping[type[Exception], Callable[..., Any]]
+    ) -> dict[type, Handler]:
+        return {key: handler for key, handler, _ in self._compile(funcs, publish=False)}
+
     def _compile_one(
         self, func: Callable[..., Any], keys: tuple[type[Exception], ...], inline: bool | None
     ) -> Handler:
@@ -287,8 +292,8 @@ class ExceptionMiddleware:
         with self._lock:
             if defaults not in self._defaults:
                 self._defaults[defaults] = (
-                    {k: self._compile_one(f, (k,), None) for k, f in defaults.publish_handlers.items()},
-                    {k: self._compile_one(f, (k,), None) for k, f in defaults.handlers.items()},
+                    self._compile_map(defaults.publish_handlers),
+                    self._compile_map(defaults.handlers),
                 )
             publish, general = self._defaults[defaults]
             mine = state.base.publish.keys() | state.base.general.keys()  # a user key replaces both
@@ -349,7 +354,7 @@ class ExceptionMiddleware:
                 if attempt >= policy.attempts or not policy.is_transient(error):
                     raise
                 detail = f" (attempt {attempt} of {policy.attempts})"
-                await self._observer.record("retried", error, None, context, detail)
+                await self._report("retried", error, None, context, detail)
             await policy.sleep(policy.delay(attempt))
             attempt += 1
 
@@ -361,16 +366,19 @@ class ExceptionMiddleware:
         """Start counting from zero."""
         self._observer.reset()
 
-    async def _handle_one(
+    def _handle_one(
         self, error: Exception, tables: _Tables, context: Mapping[str, Any]
-    ) -> Outcome | None:
+    ) -> Awaitable[Outcome | None]:
+        # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         routes = self._routes(tables, type(error))
         if routes.publish is not None:
-            return await self._run(routes.publish.handler, error, context, publish=True)
+            return self._run(routes.publish.handler, error, context, publish=True)
         if routes.general is not None:
-            return await self._run(routes.general.handler, error, context, publish=False)
-        await self._observer.record("unhandled", error, None, context)
-        return None
+            return self._run(routes.general.handler, error, context, publish=False)
+        return self._unhandled(error, context)
+
+    async def _unhandled(self, error: BaseException, context: Mapping[str, Any]) -> None:
+        await self._report("unhandled", error, None, context)
 
     async def _handle_group(
         self,
@@ -383,20 +391,24 @@ class ExceptionMiddleware:
             return await self._run(match.handler, group, context, publish=match is routes.publish)
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
-            return await self._handle_one(leaf, tables, context) if _handleable(leaf) else None
+            return (
+                await self._handle_one(leaf, tables, context)
+                if isinstance(leaf, Exception)
+                else None
+            )
         published: Outcome | None = None
         first: Outcome | None = None
         unhandled: list[BaseException] = []
         for leaf in leaves(group):
             outcome = None
-            if _handleable(leaf):
+            if isinstance(leaf, Exception):
                 routes = self._routes(tables, type(leaf))
                 if routes.publish is not None and published is None:
                     outcome = await self._run(routes.publish.handler, leaf, context, publish=True)
                 elif (match := routes.general or routes.publish) is not None:
                     outcome = await self._run(match.handler, leaf, context, publish=False)
                 else:
-                    await self._observer.record("unhandled", leaf, None, context)
+                    await self._unhandled(leaf, context)
             if outcome is None:
                 unhandled.append(leaf)
             elif outcome.published:
@@ -419,17 +431,33 @@ class ExceptionMiddleware:
             return None
         traceback = error.__traceback__
         try:
-            value = await handler(error, context)
+            value = await handler.invoke(error, context)
         except Exception as failure:  # cancellation passes straight through, uncounted
             if failure is error:  # re-raised: unhandled, with the traceback it came with
                 error.__traceback__ = traceback
-                await self._observer.record("unhandled", error, handler.func, context)
+                await self._report("unhandled", error, handler.func, context)
                 return None
             _chain(failure, error)
-            await self._observer.record("failed", error, handler.func, context)
+            await self._report("failed", error, handler.func, context)
             raise
-        await self._observer.record("published" if publish else "handled", error, handler.func, context)
+        kind: OutcomeKind = "published" if publish else "handled"
+        observer = self._observer  # the hot path: count and log without another coroutine
+        observer.record(kind, error, handler.func, context)
+        if observer.hooks:
+            await observer.notify(kind, error, handler.func, context)
         return Outcome(publish, value if publish else None, handler.func, error)
+
+    async def _report(
+        self,
+        kind: OutcomeKind,
+        error: BaseException,
+        handler: Callable[..., Any] | None,
+        context: Mapping[str, Any],
+        detail: str = "",
+    ) -> None:
+        self._observer.record(kind, error, handler, context, detail)
+        if self._observer.hooks:
+            await self._observer.notify(kind, error, handler, context)
 
 
 def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
@@ -444,10 +472,6 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
         if general is None and (handler := tables.general.get(klass)) is not None:
             general = _Match(handler, klass)
     return _Routes(publish, general)
-
-
-def _handleable(error: BaseException) -> bool:
-    return isinstance(error, Exception)
 
 
 def _chain(failure: BaseException, original: BaseException) -> None:
@@ -499,5 +523,6 @@ def _flatten(handlers: object, where: str) -> dict[type[Exception], Callable[...
         if not callable(func):
             names = ", ".join(k.__qualname__ for k in keys)
             raise TypeError(f"{where}: cannot register {func!r} for {names}: it is not callable")
-        flat.update(dict.fromkeys(keys, func))
+        for one in keys:
+            flat[one] = func
     return flat

@@ -1,0 +1,125 @@
+"""The core against the floor: a hand-written try/except calling the same function."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from excepthub import Context, Depends, ExceptionMiddleware
+
+from ._timing import Case
+
+
+class NotFound(LookupError):
+    pass
+
+
+async def fallback(error: Exception) -> str:
+    return "fallback"
+
+
+def cases() -> list[Case]:
+    exc = ExceptionMiddleware(logger=None)
+    exc.add_handler(NotFound, publish=True)(fallback)
+
+    async def work() -> str:
+        return "ok"
+
+    async def failing() -> str:
+        raise NotFound("x")
+
+    async def floor_happy() -> str:
+        try:
+            return await work()
+        except NotFound as error:
+            return await fallback(error)
+
+    async def ours_happy() -> str:
+        try:
+            return await work()
+        except Exception as error:
+            return str((await exc.handle(error)).value)
+
+    async def floor_error() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            return await fallback(error)
+
+    async def ours_error() -> str:
+        try:
+            return await failing()
+        except Exception as error:
+            return str((await exc.handle(error)).value)
+
+    with_context = ExceptionMiddleware(logger=None)
+
+    @with_context.add_handler(NotFound, publish=True)
+    async def by_context(error: NotFound, request_id: str = Context()) -> str:
+        return request_id
+
+    async def floor_context() -> str:
+        try:
+            return await failing()
+        except NotFound:
+            return await by_context(NotFound(), request_id="r-1")
+
+    async def ours_context() -> str:
+        try:
+            return await failing()
+        except Exception as error:
+            return str((await with_context.handle(error, request_id="r-1")).value)
+
+    with_depends = ExceptionMiddleware(logger=None)
+
+    def settings() -> Iterator[str]:
+        yield "settings"
+
+    async def get_name() -> str:
+        return "name"
+
+    @with_depends.add_handler(NotFound, publish=True)
+    async def by_depends(
+        error: NotFound, s: str = Depends(settings), n: str = Depends(get_name)
+    ) -> str:
+        return s + n
+
+    async def ours_depends() -> str:
+        try:
+            return await failing()
+        except Exception as error:
+            return str((await with_depends.handle(error)).value)
+
+    return [
+        Case("core", "happy path", "try/except", floor_happy, ours_happy, batch=20_000),
+        Case("core", "error, async fallback", "try/except", floor_error, ours_error),
+        Case("core", "error, Context() value", "try/except", floor_context, ours_context),
+        Case("core", "error, 2 Depends (1 yield)", "try/except", floor_error, ours_depends, 500),
+        *_scaling(),
+    ]
+
+
+def _scaling() -> Iterator[Case]:
+    """Cost of a handled error as the hierarchy deepens and handlers multiply: flat (memo)."""
+    for depth, count in ((1, 1), (5, 20), (20, 200)):
+        classes: list[type[Exception]] = [Exception]
+        for level in range(depth):
+            classes.append(type(f"Level{level}", (classes[-1],), {}))
+        leaf = classes[-1]
+        exc = ExceptionMiddleware(logger=None)
+        exc.add_handler(classes[1], publish=True)(fallback)  # the farthest ancestor
+        for n in range(count - 1):
+            exc.add_handler(type(f"Other{n}", (Exception,), {}))(fallback)
+
+        async def floor(leaf: type[Exception] = leaf) -> str:
+            try:
+                raise leaf()
+            except Exception as error:
+                return await fallback(error)
+
+        async def ours(leaf: type[Exception] = leaf, exc: ExceptionMiddleware = exc) -> str:
+            try:
+                raise leaf()
+            except Exception as error:
+                return str((await exc.handle(error)).value)
+
+        yield Case("scaling", f"depth {depth}, {count} handlers", "try/except", floor, ours)
