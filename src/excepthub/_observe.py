@@ -42,7 +42,7 @@ class Observer:
             logger = logging.getLogger(logger)
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger, a name or None, got {logger!r}")
-        levels: dict[str, int | None] = {**DEFAULT_LOG_LEVELS}
+        levels: dict[str, int | None] = dict(DEFAULT_LOG_LEVELS.items())
         for kind, level in (log_levels or {}).items():
             if kind not in DEFAULT_LOG_LEVELS:
                 raise TypeError(f"log_levels: unknown outcome {kind!r}; one of {[*levels]}")
