@@ -21,18 +21,22 @@ from fast_depends.core import build_call_model
 from fast_depends.dependencies import Dependant
 from fast_depends.library import CustomField
 
-__all__ = ["Context", "Handler", "compile_handler"]
+__all__ = ["Context", "ContextField", "Handler", "compile_handler", "safe_repr"]
 
 _EMPTY: Final = inspect.Parameter.empty
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+ERROR_NAMES: Final = frozenset({"exc", "error", "exception"})
+"""Names that mark a later, unannotated positional parameter as the error's: `(request, exc)`."""
 
 
-class Context(CustomField):
+def Context(name: str = "", *, default: Any = _EMPTY) -> Any:
     """A handler parameter filled from the context the adapter passes to `handle`.
 
     `Context()` takes the value named like the parameter; `Context("message.body")` takes
     `context["message"].body` (a dotted path walks attributes, then keys). Without a value and
     without `default`, the handler is not called and a `LookupError` names what is missing.
+    Typed `Any`, as `Depends` is, so that `request_id: str = Context()` passes a type checker;
+    `Annotated[str, Context("request_id")]` works too.
 
     ```python
     @exc.add_handler(ValueError, publish=True)
@@ -40,6 +44,11 @@ class Context(CustomField):
         return {"error": "bad value", "request_id": request_id}
     ```
     """
+    return ContextField(name, default=default)
+
+
+class ContextField(CustomField):
+    """What `Context(...)` makes: a fast-depends field that reads the `handle` context."""
 
     __slots__ = ("default", "name", "path")
 
@@ -59,12 +68,14 @@ class Context(CustomField):
             for part in rest:
                 value = value[part] if isinstance(value, Mapping) else getattr(value, part)
         except (KeyError, AttributeError):
-            if self.default is _EMPTY:
-                raise LookupError(
-                    f"no context value {self.name or param_name!r} for parameter {param_name!r}"
-                ) from None
-            return self.default
-        return value
+            pass
+        else:
+            return value
+        if self.default is _EMPTY:  # raised outside `except`: the error stays its __context__
+            raise LookupError(
+                f"no context value {self.name or param_name!r} for parameter {param_name!r}"
+            )
+        return self.default
 
     async def use(self, /, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         # fast-depends' hook, used only for handlers that also declare `Depends`; async so
@@ -135,6 +146,9 @@ def _invoker(
     if positional:
 
         def call_after_positional(error: BaseException, context: Mapping[str, Any]) -> Any:
+            for name in positional:  # checked first: a bare KeyError would hide the error's chain
+                if name not in context:
+                    raise LookupError(f"no context value {name!r} for parameter {name!r}")
             args = (*(context[name] for name in positional), error)
             return call(args, _fill(fills, context))
 
@@ -151,13 +165,13 @@ def _invoker(
 def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provider) -> Handler:
     """Read `func`'s signature once and build its `Handler`; `TypeError` if it takes no error."""
     if not callable(func):
-        raise TypeError(f"handler {func!r} is not callable")
+        raise TypeError(f"handler {safe_repr(func)} is not callable")
     if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
         raise TypeError(f"handler {_describe(func)} is a generator; a handler returns its value")
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"handler {func!r} has no signature to read: {error}") from None
+        raise TypeError(f"handler {safe_repr(func)} has no signature to read: {error}") from None
     params = list(signature.parameters.values())
     annotations = _annotations(func, params)
     error_index = _error_index(params, annotations)
@@ -172,14 +186,15 @@ def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provide
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
         metadata = _annotated_metadata(annotations.get(param.name))
+        field = next((m for m in (param.default, *metadata) if isinstance(m, CustomField)), None)
         if isinstance(param.default, Dependant) or any(isinstance(m, Dependant) for m in metadata):
             uses_depends = True
         elif param.kind is inspect.Parameter.VAR_KEYWORD:
             fills.append(("all", param.name, None))
-        elif isinstance(param.default, Context):
-            fills.append(("context", param.name, param.default))
-        elif isinstance(param.default, CustomField):
-            fills.append(("field", param.name, param.default.set_param_name(param.name)))
+        elif isinstance(field, ContextField):  # a default or `Annotated[..., Context()]`
+            fills.append(("context", param.name, field))
+        elif field is not None:
+            fills.append(("field", param.name, field.set_param_name(param.name)))
         else:
             fills.append(("name", param.name, param.default))
     error_param = params[error_index]
@@ -236,12 +251,17 @@ def _caller(
         if inline:
             result = func(*args, **kwargs)
         else:  # a blocking handler must not stall the event loop
-            result = await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+            (result,) = await anyio.to_thread.run_sync(_boxed, func, args, kwargs)
         if inspect.isawaitable(result):  # a sync callable that hands back a coroutine
             result = await result
         return result
 
     return call_sync
+
+
+def _boxed(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any]:
+    # trio refuses a worker thread's result that is a coroutine; a tuple passes through
+    return (func(*args, **kwargs),)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
@@ -253,8 +273,9 @@ def _is_async(func: Callable[..., Any]) -> bool:
 
 
 def _error_index(params: list[inspect.Parameter], annotations: Mapping[str, Any]) -> int | None:
-    """Where the error goes: the first positional parameter, or the first one annotated with
-    an exception class when that comes later (Starlette-style `(request, exc)` handlers)."""
+    """Where the error goes: the first positional parameter annotated with an exception class,
+    else a later unannotated one named in `ERROR_NAMES`, else the first positional parameter
+    (so Starlette-style `(request, exc)` handlers work, annotated or not)."""
     positional = [
         i for i, p in enumerate(params) if p.kind in _POSITIONAL or p.kind.name == "VAR_POSITIONAL"
     ]
@@ -265,6 +286,12 @@ def _error_index(params: list[inspect.Parameter], annotations: Mapping[str, Any]
             break
         if _is_exception_annotation(annotations.get(params[i].name)):
             return i
+    if params[positional[0]].name not in ERROR_NAMES:
+        for i in positional[1:]:
+            if params[i].kind.name == "VAR_POSITIONAL":
+                break
+            if params[i].name in ERROR_NAMES and params[i].name not in annotations:
+                return i
     return positional[0]
 
 
@@ -290,6 +317,14 @@ def _annotated_metadata(annotation: Any) -> tuple[Any, ...]:
     if typing.get_origin(annotation) is typing.Annotated:
         return tuple(typing.get_args(annotation)[1:])
     return ()
+
+
+def safe_repr(value: object) -> str:
+    """`repr(value)` for an error message, even when that repr raises."""
+    try:
+        return repr(value)
+    except Exception:  # a hostile or broken __repr__ must not replace the TypeError we raise
+        return f"<{type(value).__qualname__} object at {id(value):#x}>"
 
 
 def _describe(func: Callable[..., Any]) -> str:

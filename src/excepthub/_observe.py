@@ -75,6 +75,11 @@ class Observer:
         with self._lock:
             self._stats = {}
 
+    def logs(self, kind: OutcomeKind) -> bool:
+        """Whether an outcome of this kind is written to the log now."""
+        level = self._levels[kind]
+        return self._logger is not None and level is not None and self._logger.isEnabledFor(level)
+
     def record(
         self,
         kind: OutcomeKind,

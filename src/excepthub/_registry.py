@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar, overload
 from fast_depends import Provider
 
 from ._groups import leaves, only_leaf, remainder
-from ._handlers import Handler, compile_handler
+from ._handlers import Handler, compile_handler, safe_repr
 from ._observe import ErrorHook, Observer
 from ._outcome import Outcome, OutcomeKind, Resolution, reraise
 from ._retry import Retry
@@ -73,6 +73,7 @@ class Defaults:
 class _Match(NamedTuple):
     handler: Handler
     key: type[Exception]
+    resolution: Resolution  # built once per memo entry: `resolve` allocates nothing
 
 
 class _Routes(NamedTuple):
@@ -96,11 +97,12 @@ class _Tables:
 class _State:
     """One registration's snapshot: the user's maps and the layerings built over them."""
 
-    __slots__ = ("base", "layers")
+    __slots__ = ("base", "layers", "side_effect_only")
 
     def __init__(self, base: _Tables) -> None:
         self.base = base
         self.layers: dict[Defaults, _Tables] = {}
+        self.side_effect_only: dict[Defaults | None, _Tables] = {}  # for `publish=False`
 
 
 class ExceptionMiddleware:
@@ -141,11 +143,11 @@ class ExceptionMiddleware:
         retry: Retry | None = None,
     ) -> None:
         if not isinstance(inline, bool):
-            raise TypeError(f"inline must be a bool, got {inline!r}")
+            raise TypeError(f"inline must be a bool, got {safe_repr(inline)}")
         if provider is not None and not isinstance(provider, Provider):
-            raise TypeError(f"provider must be a fast_depends.Provider, got {provider!r}")
+            raise TypeError(f"provider must be a fast_depends.Provider, got {safe_repr(provider)}")
         if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be an excepthub.Retry, got {retry!r}")
+            raise TypeError(f"retry must be an excepthub.Retry, got {safe_repr(retry)}")
         self.inline = inline
         self.provider = provider if provider is not None else Provider()
         self.retry = retry
@@ -165,26 +167,27 @@ class ExceptionMiddleware:
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, *, publish: Literal[False] = False, inline: bool | None = None
+        self, exc: ExceptionKey, publish: Literal[False] = False, *, inline: bool | None = None
     ) -> Callable[[_SideEffect], _SideEffect]: ...
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, *, publish: Literal[True], inline: bool | None = None
+        self, exc: ExceptionKey, publish: Literal[True], *, inline: bool | None = None
     ) -> Callable[[_F], _F]: ...
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, *, publish: bool, inline: bool | None = None
+        self, exc: ExceptionKey, publish: bool, *, inline: bool | None = None
     ) -> Callable[[_F], _F]: ...
 
     def add_handler(
-        self, exc: ExceptionKey, *, publish: bool = False, inline: bool | None = None
+        self, exc: ExceptionKey, publish: bool = False, *, inline: bool | None = None
     ) -> Callable[[_F], _F]:
         """Register the decorated function for `exc` (a class or a tuple of classes).
 
         `publish=True` makes it a fallback handler: its return value replaces the failed
-        result. The function is returned unchanged. Bad input is a `TypeError` here, at
+        result (`publish` may also be positional, as in FastStream's `add_handler`). The
+        function is returned unchanged. Bad input is a `TypeError` here, at
         registration, and a rejected registration changes nothing.
 
         ```python
@@ -195,9 +198,13 @@ class ExceptionMiddleware:
         """
         keys = _keys(exc)
         if not isinstance(publish, bool):
-            raise TypeError(f"add_handler({exc!r}): publish must be a bool, got {publish!r}")
+            raise TypeError(
+                f"add_handler({safe_repr(exc)}): publish must be a bool, got {safe_repr(publish)}"
+            )
         if inline is not None and not isinstance(inline, bool):
-            raise TypeError(f"add_handler({exc!r}): inline must be a bool, got {inline!r}")
+            raise TypeError(
+                f"add_handler({safe_repr(exc)}): inline must be a bool, got {safe_repr(inline)}"
+            )
 
         def register(func: _F) -> _F:
             handler = self._compile_one(func, keys, inline)
@@ -249,7 +256,7 @@ class ExceptionMiddleware:
             )
         except TypeError as error:
             names = ", ".join(k.__qualname__ for k in keys)
-            raise TypeError(f"cannot register {func!r} for {names}: {error}") from None
+            raise TypeError(f"cannot register {safe_repr(func)} for {names}: {error}") from None
 
     def _register(self, entries: list[tuple[type[Exception], Handler, bool]]) -> None:
         with self._lock:
@@ -264,20 +271,24 @@ class ExceptionMiddleware:
     # -- resolution ---------------------------------------------------------------------
 
     def resolve(
-        self, exc_type: type[BaseException], *, defaults: Defaults | None = None
+        self,
+        exc_type: type[BaseException],
+        *,
+        defaults: Defaults | None = None,
+        publish: bool = True,
     ) -> Resolution | None:
         """Which handler an exception of class `exc_type` would reach, or `None`.
 
         For an exception group class, only handlers keyed on group classes count: its leaves
-        are resolved one by one when `handle` takes the group apart.
+        are resolved one by one when `handle` takes the group apart. `publish=False` leaves
+        the fallback handlers out, as `handle(..., publish=False)` does.
         """
         if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-            raise TypeError(f"resolve() takes an exception class, got {exc_type!r}")
-        routes = self._routes(self._tables(defaults), exc_type)
+            raise TypeError(f"resolve() takes an exception class, got {safe_repr(exc_type)}")
+        tables = self._tables(defaults) if publish else self._side_effect_tables(defaults)
+        routes = self._routes(tables, exc_type)
         match = routes.publish or routes.general
-        if match is None:
-            return None
-        return Resolution(match.handler.func, match is routes.publish, match.key)
+        return None if match is None else match.resolution
 
     def _tables(self, defaults: Defaults | None) -> _Tables:
         state = self._state
@@ -303,6 +314,15 @@ class ExceptionMiddleware:
             )
             return state.layers.setdefault(defaults, tables)
 
+    def _side_effect_tables(self, defaults: Defaults | None) -> _Tables:
+        """The layering without its fallback handlers, with a memo of its own."""
+        state = self._state
+        tables = state.side_effect_only.get(defaults)
+        if tables is None:
+            general = (state.base if defaults is None else self._layer(state, defaults)).general
+            tables = state.side_effect_only.setdefault(defaults, _Tables({}, general))
+        return tables
+
     def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
         routes = tables.memo.get(cls)
         if routes is None:
@@ -316,7 +336,13 @@ class ExceptionMiddleware:
     # -- handling -----------------------------------------------------------------------
 
     async def handle(
-        self, error: BaseException, /, *, defaults: Defaults | None = None, **context: Any
+        self,
+        error: BaseException,
+        /,
+        *,
+        defaults: Defaults | None = None,
+        publish: bool = True,
+        **context: Any,
     ) -> Outcome:
         """Hand `error` to its handler and answer the `Outcome`, or re-raise it.
 
@@ -324,9 +350,10 @@ class ExceptionMiddleware:
         pass the request, the message, the MCP context, and `correlation_id`). With no
         handler, the same exception object propagates; a `BaseException` that is not an
         `Exception` (cancellation) always propagates. Exception groups are taken apart leaf
-        by leaf, like `except*`.
+        by leaf, like `except*`. `publish=False` is for errors that have no result to replace
+        (FastStream's parser errors): only side-effect handlers are asked.
         """
-        tables = self._tables(defaults)
+        tables = self._tables(defaults) if publish else self._side_effect_tables(defaults)
         if isinstance(error, BaseExceptionGroup):
             outcome = await self._handle_group(error, tables, context)
         elif isinstance(error, Exception):
@@ -357,6 +384,12 @@ class ExceptionMiddleware:
                 await self._report("retried", error, None, context, detail)
             await policy.sleep(policy.delay(attempt))
             attempt += 1
+
+    def logs(self, outcome: OutcomeKind) -> bool:
+        """Whether this registry writes an error with that outcome to its log (per `logger`
+        and `log_levels`): an adapter asks before keeping its framework from logging the same
+        error a second time."""
+        return self._observer.logs(outcome)
 
     def get_error_stats(self) -> dict[str, dict[str, int]]:
         """Counts per exception class and outcome: `{"ValueError": {"published": 2}}`."""
@@ -399,22 +432,34 @@ class ExceptionMiddleware:
         published: Outcome | None = None
         first: Outcome | None = None
         unhandled: list[BaseException] = []
+        failures: list[Exception] = []
         for leaf in leaves(group):
             outcome = None
             if isinstance(leaf, Exception):
                 routes = self._routes(tables, type(leaf))
-                if routes.publish is not None and published is None:
-                    outcome = await self._run(routes.publish.handler, leaf, context, publish=True)
-                elif (match := routes.general or routes.publish) is not None:
-                    outcome = await self._run(match.handler, leaf, context, publish=False)
-                else:
-                    await self._unhandled(leaf, context)
+                try:
+                    if routes.publish is not None and published is None:
+                        outcome = await self._run(
+                            routes.publish.handler, leaf, context, publish=True
+                        )
+                    elif (match := routes.general or routes.publish) is not None:
+                        outcome = await self._run(match.handler, leaf, context, publish=False)
+                    else:
+                        await self._unhandled(leaf, context)
+                except Exception as failure:  # like except*: the other leaves still go to theirs
+                    failures.append(failure)
+                    continue
             if outcome is None:
                 unhandled.append(leaf)
             elif outcome.published:
                 published = outcome
             elif first is None:
                 first = outcome
+        if failures:  # as except* raises them: alone, or grouped with the leaves nobody took
+            rest = remainder(group, {id(leaf) for leaf in unhandled}) if unhandled else None
+            if rest is None and len(failures) == 1:
+                raise failures[0]
+            raise BaseExceptionGroup("", [*failures, *([rest] if rest is not None else [])])
         handled = published or first
         if handled is None:
             return None
@@ -468,9 +513,9 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
         if group_only and not issubclass(klass, BaseExceptionGroup):
             continue
         if publish is None and (handler := tables.publish.get(klass)) is not None:
-            publish = _Match(handler, klass)
+            publish = _Match(handler, klass, Resolution(handler.func, True, klass))
         if general is None and (handler := tables.general.get(klass)) is not None:
-            general = _Match(handler, klass)
+            general = _Match(handler, klass, Resolution(handler.func, False, klass))
     return _Routes(publish, general)
 
 
@@ -499,7 +544,9 @@ def _keys(exc: object) -> tuple[type[Exception], ...]:
 
 def _check_key(key: object) -> None:
     if not isinstance(key, type) or not issubclass(key, BaseException):
-        raise TypeError(f"cannot register a handler for {key!r}: it is not an exception class")
+        raise TypeError(
+            f"cannot register a handler for {safe_repr(key)}: it is not an exception class"
+        )
     if not issubclass(key, Exception):
         raise TypeError(
             f"cannot register a handler for {key.__qualname__}: it is a BaseException that is "
@@ -519,10 +566,12 @@ def _flatten(handlers: object, where: str) -> dict[type[Exception], Callable[...
         try:
             keys = _keys(key)
         except TypeError as error:
-            raise TypeError(f"{where}: {error}") from None
+            raise TypeError(f"{where}: {error} (handler {safe_repr(func)})") from None
         if not callable(func):
             names = ", ".join(k.__qualname__ for k in keys)
-            raise TypeError(f"{where}: cannot register {func!r} for {names}: it is not callable")
+            raise TypeError(
+                f"{where}: cannot register {safe_repr(func)} for {names}: it is not callable"
+            )
         for one in keys:
             flat[one] = func
     return flat

@@ -53,17 +53,28 @@ class Retry:
             raise ValueError(f"Retry(attempts=...) must be at least 1, got {self.attempts}")
         for name in ("base_delay", "multiplier", "max_delay", "jitter"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise TypeError(f"Retry({name}=...) must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
                 raise ValueError(f"Retry({name}=...) must be a finite number >= 0, got {value!r}")
         if self.jitter > 1:
             raise ValueError(f"Retry(jitter=...) is a fraction from 0 to 1, got {self.jitter}")
+        for name in ("sleep", "random"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Retry({name}=...) must be callable, got {getattr(self, name)!r}")
 
     def is_transient(self, error: BaseException) -> bool:
-        """Whether `error` is worth another attempt."""
-        return isinstance(error, self.on)
+        """Whether `error` is worth another attempt: a transient class, or an exception group
+        (what a task group raises) whose every leaf is transient."""
+        if isinstance(error, self.on):
+            return True
+        return isinstance(error, ExceptionGroup) and all(map(self.is_transient, error.exceptions))
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry)."""
-        base = min(self.max_delay, self.base_delay * self.multiplier ** (retry - 1))
+        try:
+            base = min(self.max_delay, self.base_delay * self.multiplier ** (retry - 1))
+        except OverflowError:  # a late retry of a steep schedule overflows a float: the cap
+            base = self.max_delay if self.base_delay else 0.0
         spread = 1 + self.jitter * (2 * self.random() - 1)
         return min(self.max_delay, base * spread)

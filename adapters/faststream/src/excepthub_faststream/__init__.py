@@ -1,0 +1,25 @@
+"""excepthub for FastStream: a drop-in `ExceptionMiddleware` for brokers and routers.
+
+```python
+from excepthub_faststream import ExceptionMiddleware  # was: from faststream import ...
+from faststream import Context
+from faststream.redis import RedisBroker
+
+exc_middleware = ExceptionMiddleware(handlers={KeyError: print})
+
+
+@exc_middleware.add_handler(ValueError, publish=True)
+def fallback(exc: ValueError, message=Context()) -> str:
+    return "error occurred"
+
+
+broker = RedisBroker(middlewares=[exc_middleware])
+```
+
+A registry that also serves FastAPI or FastMCP plugs in with one call:
+`RedisBroker(middlewares=[excepthub_faststream.middleware(exc)])`.
+"""
+
+from ._middleware import DEFAULTS, ExceptionMiddleware, middleware
+
+__all__ = ["DEFAULTS", "ExceptionMiddleware", "middleware"]

@@ -1,0 +1,419 @@
+"""The FastAPI adapter: one registry for every error a FastAPI (or Starlette) app raises.
+
+Two places catch errors, both owned by `ExcepthubMiddleware`:
+
+- route level: when FastAPI builds its middleware stack, the middleware registers its
+  dispatcher in Starlette's `ExceptionMiddleware` for `Exception` (and in place of FastAPI's
+  default handlers). Errors from endpoints, dependencies, validation, routing (404/405) and
+  `HTTPException` are answered there, with the endpoint's own `Request`, inside every user
+  middleware (CORS headers included), and never re-raised into the server;
+- its own place in `middleware=[...]`: errors raised by the user middleware listed after it,
+  and errors raised after the response started (yield-dependency teardown, background tasks,
+  streaming bodies), which it observes and swallows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+    websocket_request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from fastapi.utils import is_body_allowed_for_status_code
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException, WebSocketException
+from starlette.middleware import Middleware, body_limit
+from starlette.middleware.exceptions import ExceptionMiddleware as StarletteExceptionMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect, WebSocketState
+
+import excepthub
+from excepthub import Outcome
+
+__all__ = ["DEFAULTS", "ExcepthubMiddleware", "middleware", "websocket_exception_handler"]
+
+# -- framework defaults ---------------------------------------------------------------------
+
+
+async def websocket_exception_handler(websocket: WebSocket, exc: WebSocketException) -> None:
+    """Starlette's answer to a `WebSocketException`: close the socket with its code and reason."""
+    await websocket.close(code=exc.code, reason=exc.reason)
+
+
+# Starlette's body limiter signals "413 already sent" with a private exception; FastAPI reads
+# it the same way (fastapi/_body_limit.py), and it must reach the limiter untouched.
+_BODY_LIMIT_SENT: Final[tuple[type[Exception], ...]] = tuple(
+    cls for cls in (getattr(body_limit, "_RequestBodyLimitResponseSent", None),) if cls
+)
+# Control flow, not errors: a client gone away, the body limiter's signal.
+_LET_THROUGH: Final[dict[excepthub.ExceptionKey, Callable[..., Any]]] = dict.fromkeys(
+    (WebSocketDisconnect, *_BODY_LIMIT_SENT), excepthub.reraise
+)
+
+DEFAULTS: Final = excepthub.Defaults(
+    "fastapi",
+    publish_handlers={
+        HTTPException: http_exception_handler,  # FastAPI's HTTPException subclasses Starlette's
+        RequestValidationError: request_validation_exception_handler,
+        WebSocketRequestValidationError: websocket_request_validation_exception_handler,
+        WebSocketException: websocket_exception_handler,
+        **_LET_THROUGH,
+    },
+    handlers=_LET_THROUGH,
+)
+"""FastAPI's own answers, layered under the user's handlers: `HTTPException` -> its status,
+`{"detail": ...}` and headers; `RequestValidationError` -> 422 `{"detail": [...]}`;
+`WebSocketRequestValidationError` -> close 1008; `WebSocketException` -> close with its code.
+`WebSocketDisconnect` passes through. A user handler for the same class replaces the answer."""
+
+# What FastAPI answers for an error it knows nothing about.
+_INTERNAL_ERROR: Final = "Internal Server Error"
+_WS_INTERNAL_ERROR: Final = 1011
+
+# -- plug-in --------------------------------------------------------------------------------
+
+
+def middleware(
+    registry: excepthub.ExceptionMiddleware, *, request_id_header: str = "X-Request-ID"
+) -> Middleware:
+    """What `FastAPI(middleware=[...])` takes to send every error of the app to `registry`.
+
+    ```python
+    app = FastAPI(middleware=[excepthub_fastapi.middleware(exc)])
+    ```
+
+    Errors from endpoints, dependencies, validation and routing are answered at route level,
+    inside every middleware, wherever this one is listed; errors raised by middleware are
+    answered when that middleware is listed after this one. `request_id_header` names the
+    header whose value becomes the `correlation_id` (a random one is made when it is absent).
+    """
+    if not isinstance(registry, excepthub.ExceptionMiddleware):
+        raise TypeError(f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}")
+    return Middleware(ExcepthubMiddleware, registry=registry, request_id_header=request_id_header)
+
+
+class ExcepthubMiddleware:
+    """A pure ASGI middleware that hands the app's errors to an excepthub registry.
+
+    Built by FastAPI from `excepthub_fastapi.middleware(registry)`; equivalently
+    `app.add_middleware(ExcepthubMiddleware, registry=registry)` before the app starts. On
+    construction it finds Starlette's `ExceptionMiddleware` below it and registers its
+    route-level dispatcher there: for `Exception`, and in place of the framework's default
+    handlers (handlers the user registered with `@app.exception_handler` stay and win for
+    their classes).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        registry: excepthub.ExceptionMiddleware,
+        *,
+        request_id_header: str = "X-Request-ID",
+    ) -> None:
+        self.app = app
+        self.registry = registry
+        self.request_id_header = request_id_header
+        self._header = request_id_header.lower().encode("latin-1")
+        route_level = _install(app, self.dispatch)
+        # Only user middleware between here and the route level can fail before or after the
+        # response started without Starlette telling which; only then is `send` watched.
+        self._watch = route_level is not app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" and scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if not self._watch:
+            try:
+                await self.app(scope, receive, send)
+            except Exception as error:
+                await self._escaped(error, scope, receive, send, None)
+            return
+        progress = _Progress(send)
+        try:
+            await self.app(scope, receive, progress)
+        except Exception as error:
+            await self._escaped(error, scope, receive, send, progress)
+
+    # -- unit of work -> handle -------------------------------------------------------------
+
+    def context(self, conn: HTTPConnection) -> dict[str, Any]:
+        """The values handlers can ask for by name: `request` (the `Request`, or the `WebSocket`
+        as FastAPI's own handlers get it), `websocket` (or `None` over HTTP), `correlation_id`.
+        """
+        websocket = conn if isinstance(conn, WebSocket) else None
+        return {"request": conn, "websocket": websocket, "correlation_id": self._request_id(conn)}
+
+    def _request_id(self, conn: HTTPConnection) -> str:
+        for name, value in conn.scope["headers"]:
+            if name == self._header:  # ASGI header names arrive lower-cased
+                return str(value.decode("latin-1"))
+        return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+    async def dispatch(self, conn: HTTPConnection, error: Exception) -> Response | None:
+        """The route-level handler Starlette calls as `handler(request, exc)`.
+
+        Requests are never retried: a request body cannot be replayed safely.
+        """
+        scope = conn.scope
+        if scope.get(_PASSING) is error:  # already let through at route level
+            raise error
+        try:
+            outcome = await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
+        except Exception as raised:
+            if self._lets_through(conn, error, raised):
+                scope[_PASSING] = raised
+                raise
+            # Unhandled or a failing handler: the core logged it once; answer, don't re-raise.
+            return await _answer_unknown(conn, error)
+        return await _answer(conn, outcome)
+
+    async def _escaped(
+        self,
+        error: Exception,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        progress: _Progress | None,
+    ) -> None:
+        """An error that reached this middleware: from middleware below it, or after the
+        response started (Starlette reports those as a `RuntimeError` caused by the error)."""
+        if scope.get(_PASSING) is error:
+            raise error
+        original = _after_response_started(error)
+        if original is not None or (progress is not None and progress.responded):
+            conn = _connection(scope, receive, send)
+            if not await self._observe(conn, original or error):
+                raise error
+            return
+        conn = _connection(scope, receive, send)
+        if isinstance(conn, WebSocket) and progress is not None and progress.accepted:
+            conn.application_state = WebSocketState.CONNECTED
+        response = await self.dispatch(conn, error)
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def _observe(self, conn: HTTPConnection, error: Exception) -> bool:
+        """Show an error that can no longer be answered to its handler; False to let it through."""
+        try:
+            await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
+        except Exception as raised:
+            return not self._lets_through(conn, error, raised)
+        return True  # a fallback value has nowhere to go once the response has started
+
+    def _lets_through(self, conn: HTTPConnection, error: Exception, raised: Exception) -> bool:
+        """Whether `raised` goes on to the server: a `reraise` default such as
+        `WebSocketDisconnect`, or anything unhandled in `debug=True` (Starlette's debug page)."""
+        if getattr(conn.scope.get("app"), "debug", False) is True:
+            return True
+        if raised is not error:
+            return False
+        leaf = _only_leaf(error)
+        resolution = self.registry.resolve(type(leaf), defaults=DEFAULTS)
+        return resolution is not None and resolution.handler is excepthub.reraise
+
+
+# Generated correlation ids: unique per process (random prefix) and cheap (a counter).
+_ID_PREFIX: Final = uuid.uuid4().hex[:12]
+_ID_COUNTER: Final = itertools.count(1)
+# Scope key marking the exception excepthub decided to let through, so that Starlette's second
+# dispatch (route level, then ExceptionMiddleware) and this middleware pass it on untouched.
+_PASSING: Final = "excepthub.passing"
+# Starlette's message when a class handler exists but the response has started
+# (starlette/_exception_handler.py); the error is its `__cause__`.
+_RESPONSE_STARTED: Final = "Caught handled exception, but response already started."
+
+
+class _Progress:
+    """`send`, remembering the last message type, to tell whether an answer is still possible."""
+
+    __slots__ = ("last", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.last = ""
+
+    async def __call__(self, message: Message) -> None:
+        self.last = message["type"]
+        await self.send(message)
+
+    @property
+    def responded(self) -> bool:
+        last = self.last
+        return last.startswith("http.") or last == "websocket.close" or ".http.response" in last
+
+    @property
+    def accepted(self) -> bool:
+        return self.last.startswith("websocket.") and not self.responded
+
+
+def _install(app: ASGIApp, dispatch: Callable[[HTTPConnection, Exception], Any]) -> ASGIApp:
+    """Register `dispatch` in the Starlette `ExceptionMiddleware` below `app`; return it."""
+    layer: Any = app
+    seen: set[int] = set()
+    while not isinstance(layer, StarletteExceptionMiddleware):
+        seen.add(id(layer))
+        inner = getattr(layer, "app", None)
+        if inner is None or id(inner) in seen:
+            raise RuntimeError(
+                f"excepthub_fastapi cannot find Starlette's ExceptionMiddleware below {layer!r}, "
+                "which keeps its inner app out of sight: list excepthub's middleware after it"
+            )
+        layer = inner
+    registered: Mapping[Any, Any] = getattr(layer, "_exception_handlers", {})
+    for key, handler in list(registered.items()):
+        # The framework's defaults (FastAPI's, or Starlette's bound methods) give way to
+        # excepthub; a handler the user registered with `@app.exception_handler` stays.
+        if handler in _FRAMEWORK_HANDLERS or getattr(handler, "__self__", None) is layer:
+            layer.add_exception_handler(key, dispatch)
+    layer.add_exception_handler(Exception, dispatch)
+    return layer
+
+
+_FRAMEWORK_HANDLERS: Final = frozenset(
+    {
+        http_exception_handler,
+        request_validation_exception_handler,
+        websocket_request_validation_exception_handler,
+    }
+)
+
+
+def _after_response_started(error: Exception) -> Exception | None:
+    """The error behind Starlette's "response already started" `RuntimeError`(s), if it is one."""
+    original = None
+    while (
+        type(error) is RuntimeError
+        and error.args == (_RESPONSE_STARTED,)
+        and isinstance(error.__cause__, Exception)
+    ):
+        error = original = error.__cause__
+    return original
+
+
+def _only_leaf(error: Exception) -> BaseException:
+    """The leaf of a group of one (the core handles it exactly as that leaf), else `error`."""
+    leaf: BaseException = error
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return leaf if not isinstance(leaf, BaseExceptionGroup) else error
+
+
+def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
+    if scope["type"] == "websocket":
+        return WebSocket(scope, receive, send)
+    return Request(scope, receive, send)
+
+
+# -- outcome -> fastapi ---------------------------------------------------------------------
+
+
+async def _answer(conn: HTTPConnection, outcome: Outcome) -> Response | None:
+    """A fallback value: a `Response` as is, anything else as JSON; a handled error: FastAPI's
+    default answer for it, details masked."""
+    if not outcome.published:
+        return await _answer_unknown(conn, outcome.error)
+    value = outcome.value
+    if isinstance(conn, WebSocket):
+        await _answer_websocket(conn, value)
+        return None
+    if isinstance(value, Response):
+        return value
+    return _render(value, outcome.error)
+
+
+def _render(value: Any, error: BaseException) -> Response:
+    """A fallback value that is not a `Response`, as FastAPI would send it: JSON through
+    `jsonable_encoder`, with the status FastAPI gives `error` (its `status_code` attribute,
+    as on `HTTPException`; 422 for validation errors; else 500) and its `headers`."""
+    status_code = _status_code(error)
+    headers = getattr(error, "headers", None)
+    headers = headers if isinstance(headers, Mapping) else None
+    if not is_body_allowed_for_status_code(status_code):
+        return Response(status_code=status_code, headers=headers)
+    return JSONResponse(jsonable_encoder(value), status_code=status_code, headers=headers)
+
+
+def _status_code(error: BaseException) -> int:
+    if isinstance(error, RequestValidationError):
+        return 422
+    status_code = getattr(error, "status_code", None)
+    if isinstance(status_code, int) and 100 <= status_code <= 599:
+        return status_code
+    return 500
+
+
+async def _answer_unknown(conn: HTTPConnection, error: BaseException) -> Response | None:
+    """FastAPI's answer for `error`: its default handler if it has one, else the app's own
+    `Exception`/500 handler, else 500 "Internal Server Error" (close 1011 on a WebSocket)."""
+    default = _framework_handler(type(error))
+    response: Response | None
+    if default is not None:
+        response = await default(conn, error)
+    elif isinstance(conn, Request) and (handler := _app_error_handler(conn)) is not None:
+        response = await _call(handler, conn, error)
+    else:
+        response = PlainTextResponse(_INTERNAL_ERROR, status_code=500)
+    if isinstance(conn, WebSocket):
+        await _answer_websocket(conn, response)
+        return None
+    return response
+
+
+async def _call(handler: Callable[..., Any], *args: Any) -> Any:
+    """Call a Starlette-style handler: async awaited, sync in the threadpool (as Starlette does)."""
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - an object with `async def __call__`
+    ):
+        return await handler(*args)
+    return await run_in_threadpool(handler, *args)
+
+
+def _framework_handler(cls: type[BaseException]) -> Callable[..., Awaitable[Any]] | None:
+    answers = DEFAULTS.publish_handlers
+    for klass in cls.__mro__:
+        handler = answers.get(klass)
+        if handler is not None:
+            return None if handler is excepthub.reraise else handler
+    return None
+
+
+def _app_error_handler(conn: HTTPConnection) -> Callable[..., Any] | None:
+    """The app's `@app.exception_handler(Exception)` (or 500), which Starlette would call."""
+    handlers = getattr(conn.scope.get("app"), "exception_handlers", None)
+    if not isinstance(handlers, Mapping):
+        return None
+    handler = handlers.get(Exception) or handlers.get(500)
+    return handler if callable(handler) else None
+
+
+async def _answer_websocket(websocket: WebSocket, value: Any) -> None:
+    """Close the socket if the handler left it open: with the `WebSocketClose` it returned,
+    a `Response` as a denial before the handshake (where the server supports it), else 1011."""
+    if (
+        websocket.application_state not in (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
+        or websocket.client_state is WebSocketState.DISCONNECTED
+    ):
+        return
+    with contextlib.suppress(WebSocketDisconnect):  # the client left first: nothing to close
+        if isinstance(value, WebSocketClose):
+            await websocket.close(code=value.code, reason=value.reason)
+        elif (
+            isinstance(value, Response)
+            and websocket.application_state is WebSocketState.CONNECTING
+            and "websocket.http.response" in websocket.scope.get("extensions", {})
+        ):
+            await websocket.send_denial_response(value)
+        else:
+            await websocket.close(code=_WS_INTERNAL_ERROR, reason=_INTERNAL_ERROR)

@@ -1,0 +1,373 @@
+"""excepthub_fastmcp end to end: the server over streamable HTTP on 127.0.0.1, a real client.
+
+One uvicorn server runs for the module, on a free port, started and stopped by its fixture.
+Between the app and uvicorn sits a recorder that keeps every byte the server sends (status,
+headers, bodies) and every request body, so the tests sweep what actually went on the wire.
+Both protocol eras: `mode="legacy"` (the initialize handshake, a session, SSE) and
+`mode="auto"` (2026-07-28, one request per exchange).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import mcp_types
+import pytest
+import uvicorn
+from fastmcp import Client, FastMCP
+from fastmcp.server.middleware import Middleware, MiddlewareContext
+from mcp import MCPError
+
+import excepthub_fastmcp
+from excepthub import ExceptionMiddleware
+from excepthub_fastmcp import deny
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "hunter2-do-not-leak"
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """FastMCP's client runs on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture(params=["legacy", "auto"])
+def era(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- the server: one error class per path, for tools, resources, templates and prompts ------
+
+
+class Unavailable(Exception):
+    """Taken by a fallback handler."""
+
+
+class Handled(Exception):
+    """Taken by a side-effect handler."""
+
+
+class Unhandled(Exception):
+    """No handler takes it."""
+
+
+class BreaksHandler(Exception):
+    """Its handler raises."""
+
+
+class Leaky(Exception):
+    """Its fallback handler puts the message in the answer, on purpose."""
+
+
+ERRORS: dict[str, type[Exception]] = {
+    "fallback": Unavailable,
+    "handled": Handled,
+    "unhandled": Unhandled,
+    "handler-raises": BreaksHandler,
+    "leaky": Leaky,
+}
+
+
+def registry() -> ExceptionMiddleware:
+    exc = ExceptionMiddleware(handlers={Handled: lambda error: None})
+
+    @exc.add_handler(Unavailable, publish=True)
+    def fallback(error: Unavailable, context: MiddlewareContext[Any]) -> Any:
+        return {
+            "tools/call": 7,
+            "resources/read": "cached",
+            "prompts/get": "Say it is unavailable.",
+        }[context.method]  # type: ignore[index]
+
+    @exc.add_handler(BreaksHandler)
+    def broken(error: BreaksHandler) -> None:
+        raise RuntimeError(f"handler bug {SECRET}")
+
+    @exc.add_handler(Leaky, publish=True)
+    def leaky(error: Leaky) -> excepthub_fastmcp.Denial:
+        return deny(f"told on purpose: {error}")
+
+    return exc
+
+
+def app_server(exc: ExceptionMiddleware) -> FastMCP:
+    mcp = FastMCP("e2e", middleware=[excepthub_fastmcp.middleware(exc)])
+    for path, cls in ERRORS.items():
+
+        def raiser(cls: type[Exception] = cls) -> Any:
+            raise cls(SECRET)
+
+        name = path.replace("-", "_")
+        mcp.tool(name=name)(_typed(raiser, int))
+        mcp.resource(f"e2e://{path}", name=f"{name}_resource")(_typed(raiser, str))
+        mcp.resource(f"e2e://{path}/{{key}}", name=f"{name}_template")(_keyed(cls))
+        mcp.prompt(name=name)(_typed(raiser, str))
+
+    class Explode(Middleware):
+        async def on_list_prompts(self, context: Any, call_next: Any) -> Any:
+            raise RuntimeError(SECRET)
+
+    mcp.add_middleware(Explode())
+    return mcp
+
+
+def _typed(raiser: Callable[[], Any], returns: type) -> Callable[[], Any]:
+    def component() -> Any:
+        return raiser()
+
+    component.__annotations__ = {"return": returns}
+    return component
+
+
+def _keyed(cls: type[Exception]) -> Callable[[str], str]:
+    def component(key: str) -> str:
+        raise cls(SECRET)
+
+    return component
+
+
+class Recorder:
+    """An ASGI app around the MCP app: keeps what goes on the wire, both ways."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+        self.sent: list[bytes] = []
+        self.requests: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tap_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                self.requests.append(message.get("body", b""))
+            return message
+
+        async def tap_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.sent.append(repr((message["status"], message.get("headers"))).encode())
+            elif message["type"] == "http.response.body":
+                self.sent.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, tap_receive, tap_send)
+
+    def wire(self) -> bytes:
+        return b"".join(self.sent)
+
+    def request_ids(self, method: str) -> list[str]:
+        ids = []
+        for body in self.requests:
+            try:
+                message = json.loads(body)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("method") == method:
+                ids.append(str(message["id"]))
+        return ids
+
+
+class Served:
+    def __init__(self, url: str, recorder: Recorder, exc: ExceptionMiddleware) -> None:
+        self.url, self.recorder, self.exc = url, recorder, exc
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    exc = registry()
+    recorder = Recorder(app_server(exc).http_app(path="/mcp"))
+    port = _free_port()
+    # log_config=None: uvicorn's loggers propagate to the root, where the tests listen
+    config = uvicorn.Config(recorder, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield Served(f"http://127.0.0.1:{port}/mcp", recorder, exc)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def wire(served: Served) -> Recorder:
+    served.recorder.sent.clear()
+    served.recorder.requests.clear()
+    served.exc.reset_error_stats()
+    return served.recorder
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every record from every thread, FastMCP's included (its logger does not propagate)."""
+    fastmcp_logger = logging.getLogger("fastmcp")
+    fastmcp_logger.addHandler(caplog.handler)
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="fastmcp")
+    try:
+        yield caplog
+    finally:
+        fastmcp_logger.removeHandler(caplog.handler)
+
+
+def about(logs: pytest.LogCaptureFixture, cls: type[Exception]) -> list[logging.LogRecord]:
+    """Records at INFO or above, from any logger, that mention `cls`'s error."""
+    formatter = logging.Formatter()
+    return [
+        r
+        for r in logs.records
+        if r.levelno >= logging.INFO
+        and (
+            cls.__name__ in r.getMessage()
+            or SECRET in r.getMessage()
+            or (r.exc_info is not None and cls.__name__ in formatter.formatException(r.exc_info))
+        )
+    ]
+
+
+# -- outcomes over HTTP ----------------------------------------------------------------------
+
+
+async def test_a_fallback_value_is_the_tool_result(
+    served: Served, wire: Recorder, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        result = await client.call_tool("fallback", {})
+    assert (result.is_error, result.data) == (False, 7)
+
+
+async def test_a_handled_error_is_a_masked_is_error_result(
+    served: Served, wire: Recorder, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        result = await client.call_tool_mcp("handled", {})
+    assert result.is_error
+    assert [c.text for c in result.content] == ["Error calling tool 'handled'"]  # type: ignore[union-attr]
+
+
+async def test_resource_and_prompt_fallbacks_are_contents_and_messages(
+    served: Served, wire: Recorder, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        contents = await client.read_resource_mcp("e2e://fallback/k")
+        prompt = await client.get_prompt_mcp("fallback", {})
+    assert [c.text for c in contents.contents] == ["cached"]  # type: ignore[union-attr]
+    assert [m.content.text for m in prompt.messages] == ["Say it is unavailable."]  # type: ignore[union-attr]
+
+
+async def test_an_unhandled_resource_error_is_a_masked_mcp_error(
+    served: Served, wire: Recorder, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource_mcp("e2e://unhandled")
+    assert raised.value.error.code == mcp_types.INTERNAL_ERROR
+    assert raised.value.error.message == "Error reading resource 'e2e://unhandled'"
+
+
+# -- logged once, end to end -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "cls", "level", "outcome"),
+    [
+        ("fallback", Unavailable, logging.INFO, "published"),
+        ("handled", Handled, logging.WARNING, "handled"),
+        ("unhandled", Unhandled, logging.ERROR, "unhandled"),
+        ("handler_raises", BreaksHandler, logging.ERROR, "failed"),
+    ],
+)
+async def test_a_tool_error_is_logged_once_end_to_end_with_the_json_rpc_id(
+    served: Served,
+    wire: Recorder,
+    logs: pytest.LogCaptureFixture,
+    era: str,
+    path: str,
+    cls: type[Exception],
+    level: int,
+    outcome: str,
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        await client.call_tool_mcp(path, {})
+    [record] = about(logs, cls)
+    assert (record.name, record.levelno, record.excepthub_outcome) == (  # type: ignore[attr-defined]
+        "excepthub",
+        level,
+        outcome,
+    )
+    assert record.correlation_id == wire.request_ids("tools/call")[-1]  # type: ignore[attr-defined]
+    assert not [
+        r for r in logs.records if r.name.startswith("uvicorn") and r.levelno >= logging.WARNING
+    ]
+
+
+# -- no detail on the wire -------------------------------------------------------------------
+
+
+PATHS = ["handled", "unhandled", "handler-raises"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_secret_in_an_exception_never_goes_on_the_wire(
+    served: Served, wire: Recorder, era: str, path: str
+) -> None:
+    name = path.replace("-", "_")
+    async with Client(served.url, mode=era) as client:
+        tool = await client.call_tool_mcp(name, {})
+        answers: list[Any] = [tool]
+        for read in (
+            lambda: client.read_resource_mcp(f"e2e://{path}"),
+            lambda: client.read_resource_mcp(f"e2e://{path}/k"),
+            lambda: client.get_prompt_mcp(name, {}),
+        ):
+            with pytest.raises(MCPError) as raised:
+                await read()
+            answers.append(raised.value.error)
+    assert tool.is_error
+    assert [a.message for a in answers[1:]] == [
+        f"Error reading resource 'e2e://{path}'",
+        f"Error reading resource 'e2e://{path}/k'",
+        f"Error rendering prompt '{name}'",
+    ]
+    assert SECRET.encode() not in wire.wire()
+
+
+async def test_a_secret_raised_by_another_middleware_never_goes_on_the_wire(
+    served: Served, wire: Recorder, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        with pytest.raises(MCPError) as raised:
+            await client.list_prompts_mcp()
+    assert raised.value.error.message == "Internal server error"
+    assert SECRET.encode() not in wire.wire()
+
+
+async def test_what_a_handler_puts_in_the_answer_goes_on_the_wire(
+    served: Served, wire: Recorder, era: str
+) -> None:
+    # the sweep sees the wire: a handler that tells the secret on purpose is caught by it
+    async with Client(served.url, mode=era) as client:
+        result = await client.call_tool_mcp("leaky", {})
+    assert result.is_error
+    assert SECRET.encode() in wire.wire()

@@ -1,0 +1,56 @@
+"""Correct uses of the public API: `mypy --strict` accepts every line (see test_typing.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from excepthub import Context, Defaults, Depends, ExceptionMiddleware, Outcome, Resolution, reraise
+
+exc = ExceptionMiddleware(handlers={KeyError: print}, publish_handlers={(OSError, EOFError): repr})
+
+
+def get_name() -> str:
+    return "name"
+
+
+@exc.add_handler(ValueError)
+async def side_effect(error: ValueError) -> None: ...
+
+
+@exc.add_handler((KeyError, IndexError))
+def sync_side_effect(error: LookupError, name: str = Depends(get_name)) -> None: ...
+
+
+@exc.add_handler(ValueError, publish=True)
+async def fallback(error: ValueError, request_id: str = Context()) -> dict[str, str]:
+    return {"request_id": request_id}
+
+
+@exc.add_handler(TypeError, True)
+def positional_publish(error: TypeError) -> int:
+    return 1
+
+
+@exc.add_handler(ArithmeticError, inline=True)
+def inline_side_effect(error: ArithmeticError) -> None: ...
+
+
+exc.add_handler(StopAsyncIteration)(reraise)
+
+# the decorator hands back the function with its own type
+number: int = positional_publish(TypeError())
+reply: Awaitable[dict[str, str]] = fallback(ValueError(), "r-1")
+
+FRAMEWORK = Defaults("framework", handlers={ConnectionError: reraise})
+
+
+def register(publish: bool) -> None:
+    exc.add_handler(RuntimeError, publish=publish)(positional_publish)
+
+
+async def main() -> None:
+    outcome: Outcome = await exc.handle(ValueError(), defaults=FRAMEWORK, request_id="r-1")
+    published: bool = outcome.published
+    resolution: Resolution | None = exc.resolve(KeyError)
+    stats: dict[str, dict[str, int]] = exc.get_error_stats()
+    print(published, resolution, stats)
