@@ -1,7 +1,7 @@
 """Run every comparison in one process; print medians and ratios; write JSON and a chart.
 
-    uv run python -m benchmarks.run            # everything
-    uv run python -m benchmarks.run core       # only some groups
+uv run python -m benchmarks.run            # everything
+uv run python -m benchmarks.run core       # only some groups
 """
 
 from __future__ import annotations
@@ -64,14 +64,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per case")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
-    print(f"Python {platform.python_version()} on {platform.machine()}; medians of {args.rounds} rounds\n")
+    where = f"Python {platform.python_version()} on {platform.machine()}"
+    print(f"{where}; medians of {args.rounds} interleaved rounds\n")
     print("| group | case | baseline | baseline µs | excepthub µs | ratio |")
     print("|---|---|---|---:|---:|---:|")
     results = asyncio.run(measure(groups, args.rounds))
     RESULTS.mkdir(exist_ok=True)
-    data = [
-        {**r.__dict__, "ratio": round(r.ratio, 3)} for r in results
-    ]
+    data = [{**r.__dict__, "ratio": round(r.ratio, 3)} for r in results]
     (RESULTS / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
     _chart(results, RESULTS / "latest.png")
     print(f"\nwrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.png'}", file=sys.stderr)

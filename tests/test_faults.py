@@ -465,3 +465,19 @@ async def test_threads_registering_while_thousands_of_tasks_handle_are_served_wh
     assert stale == []
     assert answers[0] >= tasks_n
     assert final == [*range(count), *range(count)]
+
+
+class _Wrapper(Exception):
+    """A framework's wrapper whose `__cause__` is the user's error (FastMCP's `ToolError`)."""
+
+
+async def test_an_unhandled_error_propagates_without_a_context_cycle_through_its_wrapper() -> None:
+    exc = ExceptionMiddleware(logger=None)
+    original = RuntimeError("user code")
+    with pytest.raises(RuntimeError) as raised:
+        try:
+            raise _Wrapper("calling the tool failed") from original
+        except _Wrapper as wrapper:  # the adapter unwraps and hands the cause to the registry
+            await exc.handle(wrapper.__cause__)  # type: ignore[arg-type]
+    assert raised.value is original
+    assert raised.value.__context__ is None  # unchanged: no cycle back through the wrapper

@@ -680,3 +680,16 @@ async def test_side_effect_only_handling_skips_fallback_handlers() -> None:
     outcome = await exc.handle(KeyError(), publish=False)
 
     assert (outcome.published, outcome.handler) == (False, on_error)
+
+
+async def test_a_later_parameter_named_exc_with_a_default_does_not_take_the_error() -> None:
+    exc = ExceptionMiddleware(logger=None)
+    seen: list[object] = []
+
+    @exc.add_handler(KeyError, publish=True, inline=True)
+    def handler(e, exc=None):  # type: ignore[no-untyped-def]
+        seen.append((e, exc))
+
+    error = KeyError("k")
+    await exc.handle(error)
+    assert seen == [(error, None)]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from excepthub import Defaults, ExceptionMiddleware
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=100, deadline=None)
 
 
 class BrokenRepr:

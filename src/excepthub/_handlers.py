@@ -290,7 +290,12 @@ def _error_index(params: list[inspect.Parameter], annotations: Mapping[str, Any]
         for i in positional[1:]:
             if params[i].kind.name == "VAR_POSITIONAL":
                 break
-            if params[i].name in ERROR_NAMES and params[i].name not in annotations:
+            param = params[i]
+            if (
+                param.name in ERROR_NAMES
+                and param.name not in annotations
+                and param.default is _EMPTY
+            ):
                 return i
     return positional[0]
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, TypeAlias, TypeVar, overload
+from typing import Any, Final, Literal, NamedTuple, NoReturn, TypeAlias, TypeVar, overload
 
 from fast_depends import Provider
 
@@ -359,9 +359,9 @@ class ExceptionMiddleware:
         elif isinstance(error, Exception):
             outcome = await self._handle_one(error, tables, context)
         else:
-            raise error
+            _propagate(error)
         if outcome is None:
-            raise error
+            _propagate(error)
         return outcome
 
     async def call_with_retries(self, work: Callable[[], Awaitable[_T]], /, **context: Any) -> _T:
@@ -517,6 +517,17 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
         if general is None and (handler := tables.general.get(klass)) is not None:
             general = _Match(handler, klass, Resolution(handler.func, False, klass))
     return _Routes(publish, general)
+
+
+def _propagate(error: BaseException) -> NoReturn:
+    """Raise `error` unchanged. A bare `raise error` inside the caller's `except` block would
+    set its `__context__` to the exception being handled there, which may be a wrapper whose
+    `__cause__` is `error` itself: a cycle that traceback printers never leave."""
+    context = error.__context__
+    try:
+        raise error
+    finally:
+        error.__context__ = context
 
 
 def _chain(failure: BaseException, original: BaseException) -> None:

@@ -586,7 +586,7 @@ async def test_unhandled_error_gets_a_masked_500_and_never_reaches_the_server() 
 
 
 @pytest.mark.anyio
-async def test_failing_handler_gets_a_masked_500_and_never_reaches_the_server() -> None:
+async def test_failing_handler_exception_goes_on_to_the_server_which_logs_it() -> None:
     exc = ExceptionMiddleware()
 
     @exc.add_handler(Boom, publish=True)
@@ -596,9 +596,19 @@ async def test_failing_handler_gets_a_masked_500_and_never_reaches_the_server() 
     app = make_app(exc)
     raising(app, "/boom", Boom())
 
-    response = await get(app, "/boom")
+    with pytest.raises(ValueError, match="handler bug") as raised:
+        await get(app, "/boom")
 
-    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert isinstance(raised.value.__context__, Boom)
+
+
+@pytest.mark.anyio
+async def test_unhandled_error_goes_on_to_the_server_when_excepthub_does_not_log_it() -> None:
+    app = make_app(ExceptionMiddleware(log_levels={"unhandled": None}))
+    raising(app, "/boom", Boom("logged by the server instead"))
+
+    with pytest.raises(Boom):
+        await get(app, "/boom")
 
 
 @pytest.mark.anyio
@@ -704,7 +714,8 @@ async def test_each_outcome_is_logged_once_at_its_level(
     app = make_app(ExceptionMiddleware(**handlers[registered]))
     raising(app, "/boom", Boom())
 
-    await get(app, "/boom", headers={"X-Request-ID": "req-1"})
+    async with client(app, raise_app_exceptions=False) as http:  # a handler's failure goes on
+        await http.get("/boom", headers={"X-Request-ID": "req-1"})
 
     [record] = records()
     assert (record.excepthub_outcome, record.levelno) == (outcome, level)

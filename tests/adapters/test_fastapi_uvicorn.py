@@ -100,11 +100,12 @@ class Served:
     def ws_url(self) -> str:
         return "ws" + self.url.removeprefix("http")
 
-    async def settle(self, http: httpx.AsyncClient) -> None:
+    async def settle(self) -> None:
         """Wait until every call has returned and the server has logged what it logs after a
         call (it does so in the same event-loop step, before it serves the next request)."""
         assert await anyio.to_thread.run_sync(self.watch.wait_idle)
-        assert (await http.get("/ping")).text == "pong"
+        async with httpx.AsyncClient(base_url=self.url) as fresh:  # the server may close others
+            assert (await fresh.get("/ping")).text == "pong"
 
 
 def build_app(seen: list[BaseException]) -> FastAPI:
@@ -217,6 +218,12 @@ def served() -> Iterator[Served]:
         sock.close()
 
 
+@pytest.fixture(autouse=True)
+async def settled(served: Served) -> None:
+    """Each test starts once the calls of the one before (and their logs) are over."""
+    await served.settle()
+
+
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[logging.LogRecord]]:
     """Every record of the process at INFO and above, by logger-name prefix."""
@@ -243,7 +250,6 @@ async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
         ("/fallback", 404, "published", logging.INFO),
         ("/side-effect", 500, "handled", logging.WARNING),
         ("/unhandled", 500, "unhandled", logging.ERROR),
-        ("/broken", 500, "failed", logging.ERROR),
         ("/http", 418, "published", logging.INFO),
     ],
 )
@@ -257,7 +263,7 @@ async def test_each_outcome_is_logged_once_end_to_end(
     level: int,
 ) -> None:
     response = await http.get(path, headers={"X-Request-ID": f"req{path}"})
-    await served.settle(http)
+    await served.settle()
 
     assert response.status_code == status
     assert "hunter2" not in response.text
@@ -266,6 +272,25 @@ async def test_each_outcome_is_logged_once_end_to_end(
     assert record.correlation_id == f"req{path}"
     assert problems(logs("uvicorn")) == []
     assert served.watch.escaped == []
+
+
+async def test_failing_handler_exception_is_logged_once_by_the_server(
+    served: Served, http: httpx.AsyncClient, logs: Callable[[str], list[logging.LogRecord]]
+) -> None:
+    served.watch.escaped.clear()
+
+    response = await http.get("/broken")
+    await served.settle()
+
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert [r.excepthub_outcome for r in logs("excepthub")] == ["failed"]
+    [record] = logs("uvicorn.error")
+    assert record.exc_info is not None
+    failure = record.exc_info[1]
+    assert isinstance(failure, ValueError)
+    assert isinstance(failure.__context__, Broken)
+    assert served.watch.escaped == [failure]
+    served.watch.escaped.clear()
 
 
 async def test_error_answer_carries_cors_headers_over_the_wire(http: httpx.AsyncClient) -> None:
@@ -285,7 +310,7 @@ async def test_background_task_error_is_observed_once_after_the_answer(
     served.seen.clear()
 
     response = await http.get("/background")
-    await served.settle(http)
+    await served.settle()
 
     assert (response.status_code, response.json()) == (200, {"queued": True})
     assert [str(e) for e in served.seen] == ["smtp down"]
@@ -303,7 +328,7 @@ async def test_streaming_body_error_is_observed_once_and_the_client_sees_the_str
         assert response.status_code == 200
         with pytest.raises(httpx.RemoteProtocolError):
             await response.aread()
-    await served.settle(http)
+    await served.settle()
 
     assert [str(e) for e in served.seen] == ["cursor lost"]
     assert [r.excepthub_outcome for r in logs("excepthub")] == ["handled"]
@@ -324,10 +349,10 @@ async def close_of(served: Served, path: str) -> tuple[int, str]:
 
 
 async def test_websocket_error_after_accept_closes_with_1011_and_is_logged_once(
-    served: Served, http: httpx.AsyncClient, logs: Callable[[str], list[logging.LogRecord]]
+    served: Served, logs: Callable[[str], list[logging.LogRecord]]
 ) -> None:
     assert await close_of(served, "/ws/after-accept") == (1011, "Internal Server Error")
-    await served.settle(http)
+    await served.settle()
 
     assert [r.excepthub_outcome for r in logs("excepthub")] == ["handled"]
     assert problems(logs("uvicorn")) == []
@@ -348,12 +373,12 @@ async def test_websocket_validation_error_is_refused_as_fastapi_refuses_it(serve
 
 
 async def test_websocket_error_before_accept_is_denied_with_a_500(
-    served: Served, http: httpx.AsyncClient, logs: Callable[[str], list[logging.LogRecord]]
+    served: Served, logs: Callable[[str], list[logging.LogRecord]]
 ) -> None:
     with pytest.raises(InvalidStatus) as denied:
         async with connect(served.ws_url + "/ws/before-accept"):
             pass
-    await served.settle(http)
+    await served.settle()
 
     assert denied.value.response.status_code == 500
     assert [r.excepthub_outcome for r in logs("excepthub")] == ["handled"]

@@ -9,7 +9,7 @@ behaviour is checked in both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types
@@ -25,7 +25,7 @@ from fastmcp.tools import ToolResult
 from mcp import MCPError
 
 import excepthub_fastmcp
-from excepthub import Context, ExceptionMiddleware, Retry, reraise
+from excepthub import Context, ExceptionKey, ExceptionMiddleware, Retry, reraise
 from excepthub_fastmcp import Denial, Guided, MCPErrorReply, deny, guide, mcp_error
 
 pytestmark = pytest.mark.anyio
@@ -244,7 +244,12 @@ async def test_an_exception_group_is_taken_apart_leaf_by_leaf(era: str) -> None:
 
 async def test_a_tool_of_a_mounted_server_is_unwrapped_and_converted_too(era: str) -> None:
     seen: list[BaseException] = []
-    exc = ExceptionMiddleware(publish_handlers={Outage: lambda error: seen.append(error) or 0.0})
+
+    def zero(error: Outage) -> float:
+        seen.append(error)
+        return 0.0
+
+    exc = ExceptionMiddleware(publish_handlers={Outage: zero})
     child = weather(ExceptionMiddleware(), lambda: Outage(SECRET))
     child.middleware.clear()  # the parent's middleware alone sees the child's wrapper
     parent = FastMCP("parent", middleware=[excepthub_fastmcp.middleware(exc)])
@@ -327,7 +332,7 @@ async def test_guide_adds_guidance_after_the_converted_value(era: str) -> None:
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
         result = await client.call_tool("forecast", {"city": "Oslo"})
     assert result.structured_content == {"city": "Oslo", "celsius": 4.0}
-    assert [block.text for block in result.content][-1] == "This forecast is an hour old."  # type: ignore[union-attr]
+    assert [block.text for block in result.content][-1] == "This forecast is an hour old."
 
 
 async def test_guide_can_follow_a_denial(era: str) -> None:
@@ -510,7 +515,7 @@ async def test_a_resource_template_fallback_becomes_its_contents(era: str) -> No
     )
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
         result = await client.read_resource_mcp("weather://stations/LHR")
-    assert [c.text for c in result.contents] == ["closed for maintenance"]  # type: ignore[union-attr]
+    assert [c.text for c in result.contents] == ["closed for maintenance"]
 
 
 async def test_a_handled_resource_error_is_a_masked_mcp_error(era: str) -> None:
@@ -535,7 +540,7 @@ async def test_a_prompt_fallback_becomes_its_messages(era: str) -> None:
     exc = ExceptionMiddleware(publish_handlers={Outage: lambda error: "Say the service is down."})
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
         result = await client.get_prompt_mcp("briefing", {"city": "Oslo"})
-    assert [m.content.text for m in result.messages] == ["Say the service is down."]  # type: ignore[union-attr]
+    assert [m.content.text for m in result.messages] == ["Say the service is down."]
 
 
 async def test_prompt_guidance_follows_as_a_user_message(era: str) -> None:
@@ -546,7 +551,7 @@ async def test_prompt_guidance_follows_as_a_user_message(era: str) -> None:
     )
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
         result = await client.get_prompt_mcp("briefing", {"city": "Oslo"})
-    assert [(m.role, m.content.text) for m in result.messages] == [  # type: ignore[union-attr]
+    assert [(m.role, m.content.text) for m in result.messages] == [
         ("user", "Brief."),
         ("user", "Mention the outage."),
     ]
@@ -615,8 +620,8 @@ def traceback_of(record: logging.LogRecord) -> str:
 async def test_a_tool_error_is_logged_once_at_its_outcomes_level_with_the_request_id(
     era: str,
     logs: pytest.LogCaptureFixture,
-    handlers: dict[type[Exception], Any],
-    publish_handlers: dict[type[Exception], Any],
+    handlers: dict[ExceptionKey, Callable[..., Any]],
+    publish_handlers: dict[ExceptionKey, Callable[..., Any]],
     level: int,
     outcome: str,
 ) -> None:
@@ -662,7 +667,7 @@ async def test_a_resource_or_prompt_error_is_logged_once(
 ) -> None:
     exc = ExceptionMiddleware(handlers={Outage: lambda error: None})
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
-        read_it = {
+        read_it: Callable[[], Awaitable[Any]] = {
             "resource": lambda: client.read_resource_mcp("weather://stations"),
             "prompt": lambda: client.get_prompt_mcp("briefing", {"city": "Oslo"}),
         }[read]
@@ -832,7 +837,7 @@ async def test_a_resource_read_is_retried_too(era: str) -> None:
 
     async with Client(mcp, mode=era) as client:
         result = await client.read_resource_mcp("weather://stations")
-    assert [c.text for c in result.contents] == ['["LHR"]']  # type: ignore[union-attr]
+    assert [c.text for c in result.contents] == ['["LHR"]']
     assert len(calls) == 2
 
 

@@ -589,6 +589,26 @@ async def test_exception_group_leaves_reach_their_own_handlers() -> None:
     assert sorted(name for name, _ in rec.calls) == ["key", "value"]
 
 
+async def test_exception_group_leaves_no_handler_takes_go_on_as_a_group() -> None:
+    rec = Recorder()
+    exc = ExceptionMiddleware(handlers={KeyError: rec.side_effect("key")}, logger=None)
+    broker = RedisBroker(middlewares=[exc])
+
+    @broker.subscriber("in")
+    async def subscriber(body: str) -> str:
+        raise ExceptionGroup("batch", [KeyError("a"), Boom("b")])
+
+    async with TestRedisBroker(broker) as br:
+        with pytest.raises(ExceptionGroup) as raised:
+            await br.publish("x", "in")
+    assert [type(e) for e in raised.value.exceptions] == [Boom]
+    assert [name for name, _ in rec.calls] == ["key"]
+    assert exc.get_error_stats() == {
+        "KeyError": {"handled": 1},
+        f"{__name__}.Boom": {"unhandled": 1},
+    }
+
+
 async def test_stats_count_each_outcome() -> None:
     exc = ExceptionMiddleware(
         handlers={KeyError: lambda error: None},
@@ -729,6 +749,25 @@ async def test_a_parser_error_a_router_does_not_handle_reaches_the_brokers_regis
     assert [r.excepthub_outcome for r in records()] == ["handled"]
 
 
+async def test_one_registry_plugged_into_router_and_broker_answers_once(
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    rec = Recorder()
+    shared = excepthub.ExceptionMiddleware(handlers={Boom: rec.side_effect("shared")})
+    router = RedisRouter(middlewares=[excepthub_faststream.middleware(shared)])
+    broker = RedisBroker(middlewares=[excepthub_faststream.middleware(shared)])
+
+    @router.subscriber("in")
+    async def subscriber(body: str) -> None:
+        raise Boom
+
+    broker.include_router(router)
+    async with TestRedisBroker(broker) as br:
+        await br.publish("x", "in")
+    assert [name for name, _ in rec.calls] == ["shared"]
+    assert [r.excepthub_outcome for r in records()] == ["handled"]
+
+
 # -- retries --------------------------------------------------------------------------------
 
 
@@ -841,6 +880,36 @@ async def test_a_failing_handler_is_logged_and_its_error_goes_on_to_side_effect_
     assert logged == [
         ("ERROR", "failed", f"{__name__}.Boom"),
         ("WARNING", "handled", "RuntimeError"),
+    ]
+
+
+async def test_a_handler_that_re_raises_runs_once_and_the_error_is_reported_once(
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    calls: list[BaseException] = []
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(Boom)
+    async def declines(error: Boom) -> None:
+        calls.append(error)
+        raise error
+
+    broker = RedisBroker(middlewares=[exc])
+
+    @broker.subscriber("in")
+    async def subscriber(body: str) -> None:
+        raise Boom
+
+    async with TestRedisBroker(broker) as br:
+        with pytest.raises(Boom):
+            await br.publish("x", "in")
+    assert len(calls) == 1
+    assert [(r.excepthub_outcome, r.excepthub_handler) for r in records()] == [
+        (
+            "unhandled",
+            "test_a_handler_that_re_raises_runs_once_and_the_error_is_reported_once."
+            "<locals>.declines",
+        )
     ]
 
 

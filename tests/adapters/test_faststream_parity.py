@@ -14,9 +14,10 @@ from typing import Any
 
 import faststream
 import pytest
-from faststream import AckPolicy, Context, StreamMessage
+from faststream import AckPolicy, Context, ContextRepo, Logger, StreamMessage
 from faststream.exceptions import NackMessage, RejectMessage
 from faststream.rabbit import RabbitBroker, TestRabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 
 import excepthub_faststream
 
@@ -206,6 +207,20 @@ async def handlers_read_faststreams_context(cls: Any, seen: Observed) -> None:
         seen.note("context", message.correlation_id, body, missing)
         seen.note("types", type(broker).__name__, type(context).__name__, logger is not None)
         return "ok"
+
+    await _run(exc, seen, ["a"], raise_=ValueError)
+
+
+@scenario
+async def handlers_read_faststreams_annotated_context(cls: Any, seen: Observed) -> None:
+    exc = cls()
+
+    @exc.add_handler(ValueError, publish=True)
+    async def fallback(
+        error: ValueError, logger: Logger, msg: RabbitMessage, context: ContextRepo
+    ) -> str:
+        seen.note("annotated", type(msg).__name__, msg.correlation_id, type(context).__name__)
+        return "ok" if logger is not None else "no logger"
 
     await _run(exc, seen, ["a"], raise_=ValueError)
 

@@ -123,9 +123,8 @@ class ExcepthubMiddleware:
     ) -> None:
         self.app = app
         self.registry = registry
-        self.request_id_header = request_id_header
-        self._header = request_id_header.lower().encode("latin-1")
-        route_level = _install(app, self.dispatch)
+        self._failures = _Failures(registry, request_id_header)
+        route_level = _install(app, self._failures.dispatch)
         # Only user middleware between here and the route level can fail before or after the
         # response started without Starlette telling which; only then is `send` watched.
         self._watch = route_level is not app
@@ -138,101 +137,13 @@ class ExcepthubMiddleware:
             try:
                 await self.app(scope, receive, send)
             except Exception as error:
-                await self._escaped(error, scope, receive, send, None)
+                await self._failures.escaped(error, scope, receive, send, None)
             return
         progress = _Progress(send)
         try:
             await self.app(scope, receive, progress)
         except Exception as error:
-            await self._escaped(error, scope, receive, send, progress)
-
-    # -- unit of work -> handle -------------------------------------------------------------
-
-    def context(self, conn: HTTPConnection) -> dict[str, Any]:
-        """The values handlers can ask for by name: `request` (the `Request`, or the `WebSocket`
-        as FastAPI's own handlers get it), `websocket` (or `None` over HTTP), `correlation_id`.
-        """
-        websocket = conn if isinstance(conn, WebSocket) else None
-        return {"request": conn, "websocket": websocket, "correlation_id": self._request_id(conn)}
-
-    def _request_id(self, conn: HTTPConnection) -> str:
-        for name, value in conn.scope["headers"]:
-            if name == self._header:  # ASGI header names arrive lower-cased
-                return str(value.decode("latin-1"))
-        return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
-
-    async def dispatch(self, conn: HTTPConnection, error: Exception) -> Response | None:
-        """The route-level handler Starlette calls as `handler(request, exc)`.
-
-        Requests are never retried: a request body cannot be replayed safely.
-        """
-        scope = conn.scope
-        if scope.get(_PASSING) is error:  # already let through at route level
-            raise error
-        try:
-            outcome = await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
-        except Exception as raised:
-            if self._lets_through(conn, error, raised):
-                scope[_PASSING] = raised
-                raise
-            # Unhandled or a failing handler: the core logged it once; answer, don't re-raise.
-            return await _answer_unknown(conn, error)
-        return await _answer(conn, outcome)
-
-    async def _escaped(
-        self,
-        error: Exception,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        progress: _Progress | None,
-    ) -> None:
-        """An error that reached this middleware: from middleware below it, or after the
-        response started (Starlette reports those as a `RuntimeError` caused by the error)."""
-        if scope.get(_PASSING) is error:
-            raise error
-        original = _after_response_started(error)
-        if original is not None or (progress is not None and progress.responded):
-            conn = _connection(scope, receive, send)
-            if not await self._observe(conn, original or error):
-                raise error
-            return
-        conn = _connection(scope, receive, send)
-        if isinstance(conn, WebSocket) and progress is not None and progress.accepted:
-            conn.application_state = WebSocketState.CONNECTED
-        response = await self.dispatch(conn, error)
-        if response is not None:
-            await response(scope, receive, send)
-
-    async def _observe(self, conn: HTTPConnection, error: Exception) -> bool:
-        """Show an error that can no longer be answered to its handler; False to let it through."""
-        try:
-            await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
-        except Exception as raised:
-            return not self._lets_through(conn, error, raised)
-        return True  # a fallback value has nowhere to go once the response has started
-
-    def _lets_through(self, conn: HTTPConnection, error: Exception, raised: Exception) -> bool:
-        """Whether `raised` goes on to the server: a `reraise` default such as
-        `WebSocketDisconnect`, or anything unhandled in `debug=True` (Starlette's debug page)."""
-        if getattr(conn.scope.get("app"), "debug", False) is True:
-            return True
-        if raised is not error:
-            return False
-        leaf = _only_leaf(error)
-        resolution = self.registry.resolve(type(leaf), defaults=DEFAULTS)
-        return resolution is not None and resolution.handler is excepthub.reraise
-
-
-# Generated correlation ids: unique per process (random prefix) and cheap (a counter).
-_ID_PREFIX: Final = uuid.uuid4().hex[:12]
-_ID_COUNTER: Final = itertools.count(1)
-# Scope key marking the exception excepthub decided to let through, so that Starlette's second
-# dispatch (route level, then ExceptionMiddleware) and this middleware pass it on untouched.
-_PASSING: Final = "excepthub.passing"
-# Starlette's message when a class handler exists but the response has started
-# (starlette/_exception_handler.py); the error is its `__cause__`.
-_RESPONSE_STARTED: Final = "Caught handled exception, but response already started."
+            await self._failures.escaped(error, scope, receive, send, progress)
 
 
 class _Progress:
@@ -288,6 +199,115 @@ _FRAMEWORK_HANDLERS: Final = frozenset(
         websocket_request_validation_exception_handler,
     }
 )
+
+
+# -- unit of work -> handle -----------------------------------------------------------------
+
+
+class _Failures:
+    """A failed request (or WebSocket session) handed to the registry: with which context
+    values, from which of the two places, and what goes on to the server afterwards."""
+
+    __slots__ = ("_header", "registry")
+
+    def __init__(self, registry: excepthub.ExceptionMiddleware, request_id_header: str) -> None:
+        self.registry = registry
+        self._header = request_id_header.lower().encode("latin-1")
+
+    def context(self, conn: HTTPConnection) -> dict[str, Any]:
+        """The values handlers can ask for by name: `request` (the `Request`, or the `WebSocket`
+        as FastAPI's own handlers get it), `websocket` (or `None` over HTTP), `correlation_id`.
+        """
+        scope = conn.scope
+        return {
+            "request": conn,
+            "websocket": conn if scope["type"] == "websocket" else None,
+            "correlation_id": self._request_id(scope),
+        }
+
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == self._header:  # ASGI header names arrive lower-cased
+                return str(value.decode("latin-1"))
+        return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+    async def dispatch(self, conn: HTTPConnection, error: Exception) -> Response | None:
+        """The route-level handler Starlette calls as `handler(request, exc)`.
+
+        Requests are never retried: a request body cannot be replayed safely.
+        """
+        scope = conn.scope
+        if scope.get(_PASSING) is error:  # let through at route level already
+            raise error
+        try:
+            outcome = await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
+        except Exception as raised:
+            if self._lets_through(conn, error, raised):
+                scope[_PASSING] = raised
+                raise
+            # Unhandled, and logged once by excepthub: answer it here, inside every middleware.
+            return await _answer_unknown(conn, error)
+        if outcome.published and scope["type"] == "http":  # the common answer, without an await
+            value = outcome.value
+            return value if isinstance(value, Response) else _render(value, outcome.error)
+        return await _answer(conn, outcome)
+
+    async def escaped(
+        self,
+        error: Exception,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        progress: _Progress | None,
+    ) -> None:
+        """An error that reached this middleware: from middleware below it, or after the
+        response started (Starlette reports those as a `RuntimeError` caused by the error)."""
+        if scope.get(_PASSING) is error:
+            raise error
+        original = _after_response_started(error)
+        if original is not None or (progress is not None and progress.responded):
+            await self._observe(_connection(scope, receive, send), original or error)
+            return
+        conn = _connection(scope, receive, send)
+        if isinstance(conn, WebSocket) and progress is not None and progress.accepted:
+            conn.application_state = WebSocketState.CONNECTED
+        response = await self.dispatch(conn, error)
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def _observe(self, conn: HTTPConnection, error: Exception) -> None:
+        """Show its handler an error that can no longer be answered (a fallback value has
+        nowhere to go once the response has started)."""
+        try:
+            await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
+        except Exception as raised:
+            if self._lets_through(conn, error, raised):
+                raise
+
+    def _lets_through(self, conn: HTTPConnection, error: Exception, raised: Exception) -> bool:
+        """Whether what `handle` raised goes on to the server, which then logs it: a handler's
+        own exception (not logged yet), a `reraise` default such as `WebSocketDisconnect`, an
+        unhandled error excepthub does not log, anything in `debug=True` (the debug page)."""
+        if getattr(conn.scope.get("app"), "debug", False) is True:
+            return True
+        if raised is not error and not isinstance(raised, BaseExceptionGroup):
+            return True
+        if raised is error:
+            resolution = self.registry.resolve(type(_only_leaf(error)), defaults=DEFAULTS)
+            if resolution is not None and resolution.handler is excepthub.reraise:
+                return True
+        return not self.registry.logs("unhandled")
+
+
+# Generated correlation ids: unique per process (random prefix) and cheap (a counter).
+_ID_PREFIX: Final = uuid.uuid4().hex[:12]
+_ID_COUNTER: Final = itertools.count(1)
+# Scope key marking the exception excepthub decided to let through, so that Starlette's second
+# dispatch (route level, then ExceptionMiddleware) and this middleware pass it on untouched.
+_PASSING: Final = "excepthub.passing"
+# Starlette's message when a class handler exists but the response has started
+# (starlette/_exception_handler.py); the error is its `__cause__`.
+_RESPONSE_STARTED: Final = "Caught handled exception, but response already started."
 
 
 def _after_response_started(error: Exception) -> Exception | None:

@@ -68,8 +68,12 @@ DEFAULTS: Final = Defaults(
     publish_handlers={_FASTMCP_ANSWERS: reraise},
 )
 """FastMCP's own exceptions keep their meaning: they pass through excepthub to FastMCP, which
-answers them as it always does. A user handler for the same class (or a subclass) replaces
-the default; a broad user handler such as `Exception` does not, as MRO-nearest wins."""
+answers them as it always does. A broad user handler such as `Exception` does not take them
+(MRO-nearest wins); a fallback handler of yours for one of them, or a subclass, does."""
+
+# What the MCP server answers without detail when it escapes any request: FastMCP's own
+# answers, and pydantic errors (the SDK's "Invalid request parameters", data left empty).
+_SERVER_ANSWERS: Final = (*_FASTMCP_ANSWERS, PydanticValidationError)
 
 # Where FastMCP raises the wrappers it puts around a user's exception (`raise X(...) from e`).
 _WRAPPED_IN: Final[dict[type[Exception], frozenset[CodeType]]] = {
@@ -165,7 +169,7 @@ class ExcepthubMiddleware(Middleware):
         """Every request: what would escape to the MCP server as `str(error)` is masked."""
         try:
             return await call_next(context)
-        except _SERVER_ANSWERED:
+        except _SERVER_ANSWERS:
             raise
         except Exception as error:
             raise await self._request_failed(error, context) from None
@@ -429,7 +433,7 @@ class _Answers(Protocol):
 
 async def _convert(answers: _Answers, value: Any, context: MiddlewareContext[Any]) -> Any:
     if isinstance(value, MCPErrorReply):
-        raise value.to_mcp_error()
+        raise value.to_mcp_error() from None
     if isinstance(value, Denial):
         return answers.deny(value)
     if isinstance(value, Guided):
@@ -537,7 +541,7 @@ class _ResourceAnswers:
         return convert_raw_to_resource_result(value, mime_type=None, meta=None)
 
     def deny(self, denial: Denial) -> NoReturn:
-        raise denial.to_mcp_error()
+        raise denial.to_mcp_error() from None
 
     def guide(self, result: ResourceResult, guidance: str) -> ResourceResult:
         text = ResourceContent(guidance, mime_type="text/plain")
@@ -560,7 +564,7 @@ class _PromptAnswers:
         return PromptResult(value)
 
     def deny(self, denial: Denial) -> NoReturn:
-        raise denial.to_mcp_error()
+        raise denial.to_mcp_error() from None
 
     def guide(self, result: PromptResult, guidance: str) -> PromptResult:
         messages = [*result.messages, Message(guidance)]
@@ -570,7 +574,3 @@ class _PromptAnswers:
 _TOOLS: Final = _ToolAnswers()
 _RESOURCES: Final = _ResourceAnswers()
 _PROMPTS: Final = _PromptAnswers()
-
-# What the MCP server answers without detail when it escapes a request: FastMCP's own
-# answers, MCP errors, and pydantic errors (the SDK's "Invalid request parameters").
-_SERVER_ANSWERED: Final = (*_FASTMCP_ANSWERS, PydanticValidationError)

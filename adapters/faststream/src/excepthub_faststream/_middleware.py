@@ -5,13 +5,14 @@ FastStream asks a middleware factory for one object per consumed message
 subscriber call, `publish_scope` around each publish, `__aexit__` with whatever escaped.
 Fallback handlers answer in `consume_scope` (their value is the reply); side-effect handlers
 answer there too, and in `__aexit__` for what never reached the subscriber call (parser,
-filter, inner middleware, reply publishing).
+filter, inner middleware, reply publishing). With a router's middleware and a broker's, each
+registry is asked in turn, innermost first; the outermost reports what none of them took.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -23,7 +24,7 @@ import excepthub
 from excepthub import Defaults, Outcome, reraise
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from faststream import ContextRepo, StreamMessage
     from faststream.types import AsyncFuncAny, BrokerMiddleware
@@ -40,6 +41,14 @@ DEFAULTS: Final = Defaults(
 """FastStream's control flow passes through to FastStream, as its own middleware lets it:
 `SkipMessage`, `AckMessage`, `NackMessage`, `RejectMessage`, `StopConsume`, `StopApplication`.
 A handler of yours for one of those classes takes precedence."""
+
+_FIRST_ASK: Final = Defaults(
+    "faststream, first ask",
+    handlers={IgnoredException: reraise, Exception: reraise},
+    publish_handlers={IgnoredException: reraise},
+)
+"""`DEFAULTS`, and what no handler takes goes on unreported: a router's middleware asks its
+registry first, and only the outermost excepthub middleware reports what none of them took."""
 
 # Marks on an exception, so that the other excepthub middlewares of the same message (a
 # router's and the broker's) agree on who answered it; exceptions take no weak references.
@@ -116,27 +125,13 @@ def _is_plugged(factory: object) -> bool:
     return isinstance(factory, ExceptionMiddleware | _Plug)
 
 
-def _answers(
-    registry: excepthub.ExceptionMiddleware, error: BaseException, *, publish: bool
-) -> bool | None:
-    """Whether a handler of `registry` takes `error` (or a leaf of a group): `True`; `False`
-    when it lets it through (`reraise`: FastStream's control flow); `None` when none is there."""
-    resolution = registry.resolve(type(error), defaults=DEFAULTS, publish=publish)
-    if resolution is not None:
-        return resolution.handler is not reraise
-    if not isinstance(error, BaseExceptionGroup):
-        return None
-    answers = {_answers(registry, leaf, publish=publish) for leaf in error.exceptions}
-    return True if True in answers else None if None in answers else False
-
-
 # -- unit of work -> handle -----------------------------------------------------------------
 
 
 class _MessageScope(BaseMiddleware[PublishCommand, Any]):
     """One consumed message (or one publish) under one registry."""
 
-    __slots__ = ("plug", "registry")
+    __slots__ = ("asked", "plug", "registry")
 
     def __init__(
         self,
@@ -150,6 +145,7 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
         self.context = context
         self.registry = registry
         self.plug = plug
+        # `asked` (the error this registry already had) is set on the error path only
 
     async def __aenter__(self) -> Self:
         return self  # nothing to do on receive: no `on_receive` await
@@ -163,12 +159,21 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
                 partial(call_next, msg), message=msg, correlation_id=msg.correlation_id
             )
         except Exception as error:
-            if not self._takes(error):
-                raise  # not this registry's: an outer one, or `__aexit__`, reports it
-            try:
-                outcome = await self._handle(error, msg, publish=True)
+            handled_by = getattr(error, _HANDLED_BY, None)
+            if handled_by is not None and handled_by.msg is self.msg:
+                raise  # an inner router's registry handled it; its scope suppresses it
+            context = self.context
+            try:  # `_handle`'s call, spelled out: this is the common error path
+                outcome = await self.registry.handle(
+                    error,
+                    defaults=_FIRST_ASK,
+                    message=msg,
+                    correlation_id=msg.correlation_id,
+                    context=context,
+                    context__=context,
+                )
             except BaseException as raised:
-                self._note(error, raised)
+                self._asked(error, raised, publish=True)
                 raise
             return _reply(outcome, error, self)
 
@@ -187,13 +192,6 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
             return None
         return await self._processing_failed(exc_val)
 
-    def _takes(self, error: Exception) -> bool:
-        """Whether this registry answers an error of the subscriber call."""
-        handled_by = getattr(error, _HANDLED_BY, None)
-        if handled_by is not None and handled_by.msg is self.msg:
-            return False  # an inner router's registry handled it; its scope suppresses it
-        return _answers(self.registry, error, publish=True) is True
-
     async def _processing_failed(self, error: BaseException) -> bool:
         """What escaped the message's processing: parser, filter, subscriber, inner middleware
         and reply-publishing errors. Only side-effect handlers: there is no reply to replace."""
@@ -205,42 +203,75 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
             return False  # an outer registry handled it; its scope suppresses it
         if not isinstance(error, Exception):
             return False  # cancellation, KeyboardInterrupt: never handled
-        answer = _answers(self.registry, error, publish=False)
-        if answer is False:
-            return False  # let through, as if excepthub were not there (FastStream's control flow)
-        if answer is None:
-            reported = getattr(error, _REPORTED, None)
-            if reported is not None and reported[0] is self.msg:
-                return False  # reported unhandled once already
-            if self._outer_plugged():
-                return False  # the outer excepthub middleware handles or reports it
-        context = self.context
-        message = context.get_local("message")
-        scope: AbstractContextManager[Any] = nullcontext()
-        if message is None:  # a parser error: the raw message, as FastStream's Context() sees it
-            message = self.msg
-            scope = context.scope("message", message)
-        try:
-            with scope:
-                await self._handle(error, message, publish=False)
-        except BaseException as raised:
-            self._note(error, raised)
-            if raised is error:
-                return False
-            raise
-        return True  # handled: acked (whatever the ack policy), nothing published
+        if getattr(self, "asked", None) is not error:  # not offered to this registry yet
+            try:
+                with self._message_scope() as message:
+                    await self._handle(error, message, _FIRST_ASK, publish=False)
+            except BaseException as raised:
+                self._asked(error, raised, publish=False)
+                if raised is not error:
+                    raise
+            else:
+                return True  # handled: acked (whatever the ack policy), nothing published
+        return await self._report(error)
 
-    def _handle(self, error: Exception, message: Any, *, publish: bool) -> Awaitable[Outcome]:
+    async def _report(self, error: Exception) -> bool:
+        """No handler of this registry took `error`: report it unhandled, once per message, from
+        the outermost excepthub middleware (an outer one may still handle it)."""
+        reported = getattr(error, _REPORTED, None)
+        if reported is not None and reported[0] is self.msg:
+            return False  # reported once already (or a handler re-raised it: the core has)
+        resolution = self.registry.resolve(type(error), defaults=DEFAULTS)
+        if resolution is not None and resolution.handler is reraise:
+            return False  # let through, as if excepthub were not there (FastStream's control flow)
+        if self._outer_plugged():
+            return False
+        try:
+            with self._message_scope() as message:
+                await self._handle(error, message, DEFAULTS, publish=False)
+        except BaseException as raised:
+            if raised is not error:
+                raise
+            self._mark_reported(error)
+            return False
+        return True  # a handler registered since the first ask took it
+
+    def _handle(
+        self, error: Exception, message: Any, defaults: Defaults, *, publish: bool
+    ) -> Awaitable[Outcome]:
         context = self.context
         return self.registry.handle(
             error,
-            defaults=DEFAULTS,
+            defaults=defaults,
             publish=publish,
             message=message,
             correlation_id=getattr(message, "correlation_id", None),
             context=context,
             context__=context,  # what FastStream's own `Context()` fields read
         )
+
+    def _asked(self, error: Exception, raised: BaseException, *, publish: bool) -> None:
+        """After the first ask raised: `raised` is `error` (or what is left of a group) when no
+        handler took it; the core has reported it already when a handler re-raised it."""
+        if raised is not error and not isinstance(raised, BaseExceptionGroup):
+            return  # a handler failed: its own exception goes on, to be asked about in turn
+        resolution = self.registry.resolve(type(raised), defaults=_FIRST_ASK, publish=publish)
+        if resolution is not None and resolution.handler is reraise and resolution.publish:
+            return  # no fallback for it (FastStream's control flow): side-effect handlers next
+        self.asked = raised
+        if resolution is not None and resolution.handler is not reraise:
+            self._mark_reported(raised)
+
+    @contextmanager
+    def _message_scope(self) -> Iterator[Any]:
+        """The message handlers see: the `StreamMessage`, or the raw one for a parser error
+        (in FastStream's context too, as FastStream's own middleware sets it)."""
+        message = self.context.get_local("message")
+        if message is not None:
+            yield message
+        else:
+            with self.context.scope("message", self.msg):
+                yield self.msg
 
     def _outer_plugged(self) -> bool:
         """Whether an excepthub middleware outside this one sees the error next."""
@@ -252,13 +283,11 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
                 return True
         return False
 
-    def _note(self, error: BaseException, raised: BaseException) -> None:
-        """After `handle` raised: when the core reported the error (or its leaves) unhandled,
-        say so on it, for the other middlewares of this message and for FastStream's log."""
-        if raised is not error and not isinstance(raised, BaseExceptionGroup):
-            return  # a handler failed: its own exception goes on, not reported yet
+    def _mark_reported(self, error: BaseException) -> None:
+        """Say on `error` that excepthub reported it unhandled, for the other middlewares of
+        this message and for FastStream's log."""
         logged = self.registry.logs("unhandled")
-        setattr(raised, _REPORTED, (self.msg, logged))
+        setattr(error, _REPORTED, (self.msg, logged))
         logger = self.context.get_local("logger")
         if logged and isinstance(logger, logging.Logger):
             logger.addFilter(_LOGGED_ALREADY)  # once per logger: `addFilter` skips a duplicate
@@ -276,7 +305,7 @@ class _LoggedAlready(logging.Filter):
         return True
 
 
-_LOGGED_ALREADY: Final = _LoggedAlready("excepthub")
+_LOGGED_ALREADY: Final = _LoggedAlready()
 
 
 # -- outcome -> faststream ------------------------------------------------------------------
