@@ -474,10 +474,14 @@ class _Wrapper(Exception):
 async def test_an_unhandled_error_propagates_without_a_context_cycle_through_its_wrapper() -> None:
     exc = ExceptionMiddleware(logger=None)
     original = RuntimeError("user code")
-    with pytest.raises(RuntimeError) as raised:
+
+    async def adapter() -> None:
         try:
             raise _Wrapper("calling the tool failed") from original
-        except _Wrapper as wrapper:  # the adapter unwraps and hands the cause to the registry
-            await exc.handle(wrapper.__cause__)  # type: ignore[arg-type]
+        except _Wrapper:  # the adapter unwraps and hands the cause to the registry
+            await exc.handle(original)
+
+    with pytest.raises(RuntimeError) as raised:
+        await adapter()
     assert raised.value is original
     assert raised.value.__context__ is None  # unchanged: no cycle back through the wrapper

@@ -224,3 +224,37 @@ def test_defaults_are_not_user_handlers() -> None:
 
     assert dict(exc.handlers) == {Exception: general}
     assert dict(exc.publish_handlers) == {}
+
+
+class _Control(Exception):
+    """A framework's control-flow base class, passed through by its defaults."""
+
+
+class _Skip(_Control):
+    pass
+
+
+_PASS_THROUGH = Defaults(
+    "control", handlers={_Control: reraise}, publish_handlers={_Control: reraise}
+)
+
+
+def test_a_side_effect_handler_for_a_subclass_beats_a_pass_through_default_on_its_base() -> None:
+    def on_skip(error: _Skip) -> None: ...
+
+    exc = ExceptionMiddleware(handlers={_Skip: on_skip})
+    resolution = exc.resolve(_Skip, defaults=_PASS_THROUGH)
+    assert resolution is not None
+    assert resolution.handler is on_skip
+
+
+def test_a_pass_through_default_beats_a_farther_user_fallback() -> None:
+    def fallback(error: Exception) -> str:
+        return "fallback"
+
+    exc = ExceptionMiddleware(publish_handlers={Exception: fallback})
+    only_in_handlers = Defaults("control", handlers={_Control: reraise})
+    for defaults in (_PASS_THROUGH, only_in_handlers):
+        resolution = exc.resolve(_Skip, defaults=defaults)
+        assert resolution is not None
+        assert resolution.handler is reraise

@@ -506,17 +506,27 @@ class ExceptionMiddleware:
 
 
 def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
-    """The uncached rule: the nearest class in the MRO, for each map."""
+    """The uncached rule: the nearest class in the MRO, for each map.
+
+    A pass-through (`reraise`) resolves by MRO position alone, whichever map holds it: it beats
+    a farther handler of either kind and loses to a nearer one, so that a framework's
+    `reraise` default on a base class never shadows the user's handler for a subclass.
+    """
     group_only = issubclass(cls, BaseExceptionGroup)
     publish = general = None
-    for klass in cls.__mro__:
+    publish_at = general_at = 0
+    for at, klass in enumerate(cls.__mro__):
         if group_only and not issubclass(klass, BaseExceptionGroup):
             continue
         if publish is None and (handler := tables.publish.get(klass)) is not None:
-            publish = _Match(handler, klass, Resolution(handler.func, True, klass))
+            publish, publish_at = _Match(handler, klass, Resolution(handler.func, True, klass)), at
         if general is None and (handler := tables.general.get(klass)) is not None:
-            general = _Match(handler, klass, Resolution(handler.func, False, klass))
-    return _Routes(publish, general)
+            general, general_at = _Match(handler, klass, Resolution(handler.func, False, klass)), at
+    if publish is None or general is None:
+        return _Routes(publish, general)
+    if reraise not in (publish.handler.func, general.handler.func):
+        return _Routes(publish, general)
+    return _Routes(None, general) if general_at < publish_at else _Routes(publish, None)
 
 
 def _propagate(error: BaseException) -> NoReturn:
