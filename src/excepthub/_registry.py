@@ -11,7 +11,17 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, NoReturn, TypeAlias, TypeVar, overload
+from typing import (
+    Any,
+    Final,
+    Literal,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    overload,
+)
 
 from fast_depends import Provider
 
@@ -26,7 +36,13 @@ __all__ = ["Defaults", "ExceptionMiddleware", "ExceptionKey"]
 ExceptionKey: TypeAlias = type[Exception] | tuple[type[Exception], ...]
 """What a handler is registered for: an `Exception` subclass or a tuple of them."""
 
-HandlerMap: TypeAlias = Mapping[ExceptionKey, Callable[..., Any]]
+
+class HandlerMap(Protocol):
+    """`{class or tuple of classes: handler}`, as a protocol because `Mapping` is invariant in
+    its key: a `dict[type[KeyError], ...]` is accepted where exception classes are expected."""
+
+    def items(self) -> Iterable[tuple[ExceptionKey, Callable[..., Any]]]: ...
+
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _SideEffect = TypeVar("_SideEffect", bound=Callable[..., Awaitable[None] | None])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from excepthub import Context, Defaults, Depends, ExceptionMiddleware, Outcome, Resolution, reraise
 
@@ -54,3 +55,10 @@ async def main() -> None:
     resolution: Resolution | None = exc.resolve(KeyError)
     stats: dict[str, dict[str, int]] = exc.get_error_stats()
     print(published, resolution, stats)
+
+
+def _maps_typed_as_variables() -> None:
+    # Mapping is invariant in its key: maps built elsewhere and typed loosely are accepted too
+    by_class: dict[type[Exception], Callable[..., Any]] = {KeyError: print}
+    by_tuple: dict[tuple[type[Exception], ...], Callable[..., Any]] = {(KeyError,): print}
+    ExceptionMiddleware(handlers=by_class, publish_handlers=by_tuple)
