@@ -2,6 +2,10 @@
 
 uv run python -m benchmarks.run            # everything
 uv run python -m benchmarks.run core       # only some groups
+
+"ratio" is excepthub / baseline (below 1: excepthub is cheaper). Where a case has a floor (the
+same work with no exception middleware), "own-cost ratio" compares the time each middleware
+adds above it.
 """
 
 from __future__ import annotations
@@ -32,10 +36,23 @@ async def measure(groups: list[str], rounds: int) -> list[Result]:
 
 
 def _row(r: Result) -> str:
+    floor = "" if r.floor_ns is None else f"{r.floor_ns / 1000:,.2f}"
+    own = "" if r.own_ratio is None else f"{r.own_ratio:.2f}x"
     return (
-        f"| {r.group} | {r.name} | {r.baseline_label} | {r.baseline_ns / 1000:,.2f} "
-        f"| {r.ours_ns / 1000:,.2f} | {r.ratio:.2f}x |"
+        f"| {r.group} | {r.name} | {r.baseline_label} | {floor} | {r.baseline_ns / 1000:,.2f} "
+        f"| {r.ours_ns / 1000:,.2f} | {r.ratio:.2f}x | {own} | {_target(r)} |"
     )
+
+
+def _target(r: Result) -> str:
+    wanted = []
+    if r.target is not None:
+        wanted.append(f"≤ {r.target:.2f}x")
+    if r.own_target is not None:
+        wanted.append(f"own ≤ {r.own_target:.2f}x")
+    if not wanted:
+        return ""
+    return f"{', '.join(wanted)}: {'met' if r.met else '**not met**'}"
 
 
 def _chart(results: list[Result], path: Path) -> None:
@@ -49,6 +66,10 @@ def _chart(results: list[Result], path: Path) -> None:
     ys = range(len(results))
     ax.barh([y + 0.2 for y in ys], [r.baseline_ns / 1000 for r in results], 0.4, label="baseline")
     ax.barh([y - 0.2 for y in ys], [r.ours_ns / 1000 for r in results], 0.4, label="excepthub")
+    floors = [(y, r.floor_ns / 1000) for y, r in zip(ys, results, strict=True) if r.floor_ns]
+    if floors:  # the same work with no middleware: what is above it is a middleware's own cost
+        ax.scatter([f for _, f in floors], [y for y, _ in floors], marker="|", s=300, c="k")
+        ax.scatter([], [], marker="|", c="k", label="floor (no middleware)")
     ax.set_yticks(list(ys), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -66,11 +87,22 @@ def main() -> None:
     groups = args.groups or list(GROUPS)
     where = f"Python {platform.python_version()} on {platform.machine()}"
     print(f"{where}; medians of {args.rounds} interleaved rounds\n")
-    print("| group | case | baseline | baseline µs | excepthub µs | ratio |")
-    print("|---|---|---|---:|---:|---:|")
+    print(
+        "| group | case | baseline | floor µs | baseline µs | excepthub µs | ratio "
+        "| own-cost ratio | target |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---|")
     results = asyncio.run(measure(groups, args.rounds))
     RESULTS.mkdir(exist_ok=True)
-    data = [{**r.__dict__, "ratio": round(r.ratio, 3)} for r in results]
+    data = [
+        {
+            **r.__dict__,
+            "ratio": round(r.ratio, 3),
+            "own_ratio": None if r.own_ratio is None else round(r.own_ratio, 3),
+            "met": r.met,
+        }
+        for r in results
+    ]
     (RESULTS / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
     _chart(results, RESULTS / "latest.png")
     print(f"\nwrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.png'}", file=sys.stderr)

@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from excepthub import Defaults, Depends, ErrorEvent, ExceptionMiddleware, Outcome
+from excepthub import Defaults, Depends, ErrorEvent, ExceptionMiddleware, Outcome, reraise
 from excepthub._registry import MEMO_SIZE
 
 pytestmark = pytest.mark.anyio
@@ -485,3 +485,33 @@ async def test_an_unhandled_error_propagates_without_a_context_cycle_through_its
         await adapter()
     assert raised.value is original
     assert raised.value.__context__ is None  # unchanged: no cycle back through the wrapper
+
+
+class _Steer(Exception):
+    """A framework's control-flow exception (FastStream's `NackMessage`)."""
+
+
+async def test_a_handler_raising_what_the_framework_lets_through_is_counted_as_handled() -> None:
+    steering = Defaults("framework", handlers={_Steer: reraise})
+    exc = ExceptionMiddleware(logger=None)
+
+    @exc.add_handler(KeyError)
+    async def nack_it(error: KeyError) -> None:
+        raise _Steer("redeliver")
+
+    with pytest.raises(_Steer) as raised:
+        await exc.handle(KeyError("k"), defaults=steering)
+    assert isinstance(raised.value.__context__, KeyError)
+    assert exc.get_error_stats() == {"KeyError": {"handled": 1}}
+
+
+async def test_the_same_raise_without_the_framework_layering_is_a_failure() -> None:
+    exc = ExceptionMiddleware(logger=None)
+
+    @exc.add_handler(KeyError)
+    async def nack_it(error: KeyError) -> None:
+        raise _Steer("redeliver")
+
+    with pytest.raises(_Steer):
+        await exc.handle(KeyError("k"))
+    assert exc.get_error_stats() == {"KeyError": {"failed": 1}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -53,7 +54,9 @@ class Observer:
         self._levels = levels
         self.hooks: tuple[ErrorHook, ...] = ()
         self._lock = threading.Lock()
-        self._stats: dict[tuple[str, str], int] = {}
+        # one counter per (class name, outcome): `next()` on an itertools.count is atomic
+        # under the GIL, so counting needs no lock on the error path
+        self._stats: dict[tuple[str, str], itertools.count[int]] = {}
         for hook in hooks:
             self.add_hook(hook)
 
@@ -64,16 +67,13 @@ class Observer:
             self.hooks = (*self.hooks, hook)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        with self._lock:
-            items = list(self._stats.items())
         table: dict[str, dict[str, int]] = {}
-        for (name, kind), count in items:
-            table.setdefault(name, {})[kind] = count
+        for (name, kind), counter in list(self._stats.items()):
+            table.setdefault(name, {})[kind] = _value(counter)
         return table
 
     def reset(self) -> None:
-        with self._lock:
-            self._stats = {}
+        self._stats = {}
 
     def logs(self, kind: OutcomeKind) -> bool:
         """Whether an outcome of this kind is written to the log now."""
@@ -90,8 +90,8 @@ class Observer:
     ) -> None:
         """Count and log one error's outcome; the caller awaits `notify` when there are hooks."""
         key = (_class_name(type(error)), kind)
-        with self._lock:
-            self._stats[key] = self._stats.get(key, 0) + 1
+        stats = self._stats
+        next(stats.get(key) or stats.setdefault(key, itertools.count(1)))
         if self._logger is not None and (level := self._levels[kind]) is not None:
             self._log(level, kind, error, handler, context, detail)
 
@@ -146,6 +146,11 @@ class Observer:
                 (self._logger or logging.getLogger("excepthub")).exception(
                     "on_error hook %s failed", _handler_name(hook)
                 )
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """How many times `next` was called on a counter started at 1: `repr` is `count(n + 1)`."""
+    return int(repr(counter)[6:-1]) - 1
 
 
 def _qualified_name(cls: type[BaseException]) -> str:

@@ -421,9 +421,9 @@ class ExceptionMiddleware:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         routes = self._routes(tables, type(error))
         if routes.publish is not None:
-            return self._run(routes.publish.handler, error, context, publish=True)
+            return self._run(routes.publish.handler, error, tables, context, publish=True)
         if routes.general is not None:
-            return self._run(routes.general.handler, error, context, publish=False)
+            return self._run(routes.general.handler, error, tables, context, publish=False)
         return self._unhandled(error, context)
 
     async def _unhandled(self, error: BaseException, context: Mapping[str, Any]) -> None:
@@ -437,7 +437,9 @@ class ExceptionMiddleware:
     ) -> Outcome | None:
         routes = self._routes(tables, type(group))  # handlers keyed on group classes
         if (match := routes.publish or routes.general) is not None and isinstance(group, Exception):
-            return await self._run(match.handler, group, context, publish=match is routes.publish)
+            return await self._run(
+                match.handler, group, tables, context, publish=match is routes.publish
+            )
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
             return (
@@ -456,10 +458,12 @@ class ExceptionMiddleware:
                 try:
                     if routes.publish is not None and published is None:
                         outcome = await self._run(
-                            routes.publish.handler, leaf, context, publish=True
+                            routes.publish.handler, leaf, tables, context, publish=True
                         )
                     elif (match := routes.general or routes.publish) is not None:
-                        outcome = await self._run(match.handler, leaf, context, publish=False)
+                        outcome = await self._run(
+                            match.handler, leaf, tables, context, publish=False
+                        )
                     else:
                         await self._unhandled(leaf, context)
                 except Exception as failure:  # like except*: the other leaves still go to theirs
@@ -486,7 +490,13 @@ class ExceptionMiddleware:
         return Outcome(handled.published, handled.value, handled.handler, group)
 
     async def _run(
-        self, handler: Handler, error: Exception, context: Mapping[str, Any], *, publish: bool
+        self,
+        handler: Handler,
+        error: Exception,
+        tables: _Tables,
+        context: Mapping[str, Any],
+        *,
+        publish: bool,
     ) -> Outcome | None:
         if handler.func is reraise:  # let through, as if excepthub were not there
             return None
@@ -499,7 +509,9 @@ class ExceptionMiddleware:
                 await self._report("unhandled", error, handler.func, context)
                 return None
             _chain(failure, error)
-            await self._report("failed", error, handler.func, context)
+            # raising what the framework lets through (FastStream's NackMessage) is steering
+            steered = self._passes_through(tables, failure)
+            await self._report("handled" if steered else "failed", error, handler.func, context)
             raise
         kind: OutcomeKind = "published" if publish else "handled"
         observer = self._observer  # the hot path: count and log without another coroutine
@@ -507,6 +519,11 @@ class ExceptionMiddleware:
         if observer.hooks:
             await observer.notify(kind, error, handler.func, context)
         return Outcome(publish, value if publish else None, handler.func, error)
+
+    def _passes_through(self, tables: _Tables, error: Exception) -> bool:
+        routes = self._routes(tables, type(error))
+        match = routes.publish or routes.general
+        return match is not None and match.handler.func is reraise
 
     async def _report(
         self,

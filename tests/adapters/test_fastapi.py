@@ -172,6 +172,19 @@ async def test_native_handler_for_http_exception_stays_in_place() -> None:
 
 
 @pytest.mark.anyio
+async def test_native_status_code_handler_stays_in_place() -> None:
+    app = make_app(ExceptionMiddleware())
+
+    @app.exception_handler(404)
+    async def native(request: Request, error: StarletteHTTPException) -> PlainTextResponse:
+        return PlainTextResponse("no page here", status_code=404)
+
+    response = await get(app, "/nowhere")
+
+    assert (response.status_code, response.text) == (404, "no page here")
+
+
+@pytest.mark.anyio
 async def test_middleware_hiding_its_inner_app_is_reported_by_name() -> None:
     class Opaque:
         def __init__(self, app: ASGIApp) -> None:
@@ -684,6 +697,32 @@ async def test_answer_to_a_middleware_error_carries_cors_headers_when_cors_is_li
 
     assert response.status_code == 500
     assert response.headers["access-control-allow-origin"] == "http://client.example"
+
+
+@pytest.mark.anyio
+async def test_requests_are_never_retried_whatever_the_retry_policy() -> None:
+    calls: list[int] = []
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    exc = ExceptionMiddleware(
+        handlers={ConnectionError: lambda error: None},
+        retry=excepthub.Retry(on=(ConnectionError,), attempts=5, sleep=sleep),
+    )
+    app = make_app(exc)
+
+    @app.post("/charge")
+    async def charge() -> None:
+        calls.append(1)
+        raise ConnectionError("bank unreachable")
+
+    async with client(app) as http:
+        response = await http.post("/charge", json={"amount": 10})
+
+    assert response.status_code == 500
+    assert (len(calls), slept) == (1, [])
 
 
 # -- logged once, with the correlation id ---------------------------------------------------

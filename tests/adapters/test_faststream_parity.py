@@ -2,7 +2,6 @@
 excepthub's: the same observable results on FastStream's documented behaviours. Then FastStream's
 documentation examples, run with only the import changed."""
 
-# ruff: noqa: B008  (Context() and Depends() defaults are how handlers declare injection)
 
 from __future__ import annotations
 

@@ -229,7 +229,7 @@ class _Failures:
         for name, value in scope["headers"]:
             if name == self._header:  # ASGI header names arrive lower-cased
                 return str(value.decode("latin-1"))
-        return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+        return _ID_PREFIX + str(next(_ID_COUNTER))
 
     async def dispatch(self, conn: HTTPConnection, error: Exception) -> Response | None:
         """The route-level handler Starlette calls as `handler(request, exc)`.
@@ -300,7 +300,7 @@ class _Failures:
 
 
 # Generated correlation ids: unique per process (random prefix) and cheap (a counter).
-_ID_PREFIX: Final = uuid.uuid4().hex[:12]
+_ID_PREFIX: Final = uuid.uuid4().hex[:12] + "-"
 _ID_COUNTER: Final = itertools.count(1)
 # Scope key marking the exception excepthub decided to let through, so that Starlette's second
 # dispatch (route level, then ExceptionMiddleware) and this middleware pass it on untouched.
