@@ -54,10 +54,11 @@ class Result:
 
     @property
     def own_ratio(self) -> float | None:
-        """ours' own cost / baseline's own cost (time above the floor), when there is a floor."""
-        if self.floor_ns is None:
+        """ours' own cost / baseline's own cost (time above the floor), when there is a floor
+        and both sides measured above it (else the difference is below the noise)."""
+        if self.floor_ns is None or min(self.ours_ns, self.baseline_ns) <= self.floor_ns:
             return None
-        return max(self.ours_ns - self.floor_ns, 0.0) / max(self.baseline_ns - self.floor_ns, 1.0)
+        return (self.ours_ns - self.floor_ns) / (self.baseline_ns - self.floor_ns)
 
     @property
     def met(self) -> bool | None:
@@ -65,8 +66,8 @@ class Result:
         checks = []
         if self.target is not None:
             checks.append(self.ratio <= self.target)
-        if self.own_target is not None and self.own_ratio is not None:
-            checks.append(self.own_ratio <= self.own_target)
+        if self.own_target is not None:  # not measurable above the floor: not shown to hold
+            checks.append(self.own_ratio is not None and self.own_ratio <= self.own_target)
         return all(checks) if checks else None
 
 

@@ -37,7 +37,7 @@ async def measure(groups: list[str], rounds: int) -> list[Result]:
 
 def _row(r: Result) -> str:
     floor = "" if r.floor_ns is None else f"{r.floor_ns / 1000:,.2f}"
-    own = "" if r.own_ratio is None else f"{r.own_ratio:.2f}x"
+    own = "" if r.floor_ns is None else "–" if r.own_ratio is None else f"{r.own_ratio:.2f}x"
     return (
         f"| {r.group} | {r.name} | {r.baseline_label} | {floor} | {r.baseline_ns / 1000:,.2f} "
         f"| {r.ours_ns / 1000:,.2f} | {r.ratio:.2f}x | {own} | {_target(r)} |"

@@ -1,7 +1,6 @@
 """FastStream, in memory (TestRedisBroker, TestRabbitBroker): where each error goes, what is
 published, how the message is acknowledged, what handlers receive, what is logged."""
 
-
 from __future__ import annotations
 
 import logging

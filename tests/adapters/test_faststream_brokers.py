@@ -1,7 +1,6 @@
 """FastStream against the real Redis and RabbitMQ on 127.0.0.1: the reply, the publishers,
 acknowledgement as the server sees it, parser and decoder errors, routers, logging."""
 
-
 from __future__ import annotations
 
 import asyncio

@@ -2,7 +2,6 @@
 excepthub's: the same observable results on FastStream's documented behaviours. Then FastStream's
 documentation examples, run with only the import changed."""
 
-
 from __future__ import annotations
 
 import contextlib

@@ -1,0 +1,279 @@
+"""FastAPI: excepthub's middleware against FastAPI's native `@app.exception_handler`.
+
+Two apps with the same endpoints: `native` registers each handler with
+`app.add_exception_handler` (what `@app.exception_handler` does), `excepthub` passes
+`excepthub_fastapi.middleware(registry)` to the constructor, with the same handler function
+where FastAPI can call it (a Starlette-style `(request, exc)` handler is taken as is). Each
+request is driven two ways: straight into the ASGI app with a prebuilt scope, `receive` and
+`send` (the least noise: what is measured is FastAPI's own work per request), and through
+`httpx.AsyncClient` with `httpx.ASGITransport` (what a test client sees). The floor of the
+error rows is an endpoint that catches the error itself and returns the same response.
+
+Handlers and dependencies are async (a sync one goes to the threadpool on both sides). Logging
+is off: the registry has `logger=None`; Starlette logs nothing on these paths, and no server
+runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+import excepthub
+import excepthub_fastapi
+from excepthub import Depends
+
+from ._timing import Case, Work
+
+GROUP = "fastapi"
+NATIVE = "@app.exception_handler"
+
+
+class ItemNotFound(LookupError):
+    pass
+
+
+class UpstreamDown(ConnectionError):
+    pass
+
+
+class ItemGone(LookupError):
+    pass
+
+
+class QuotaExceeded(Exception):
+    pass
+
+
+_SIDE_EFFECTS = itertools.count()  # what a side-effect handler does: cheap, no memory growth
+
+
+# -- the handlers: the same function on both sides where FastAPI can call it ------------------
+
+
+async def not_found(request: Request, exc: ItemNotFound) -> JSONResponse:
+    """Starlette-style: FastAPI calls it natively, excepthub takes it as is."""
+    return JSONResponse({"detail": "no such item"}, status_code=404)
+
+
+async def alert(error: UpstreamDown) -> None:
+    """excepthub's side-effect handler: the client gets FastAPI's masked 500."""
+    next(_SIDE_EFFECTS)
+
+
+async def alert_native(request: Request, exc: UpstreamDown) -> Response:
+    """The same, natively: the handler has to build the masked 500 itself."""
+    next(_SIDE_EFFECTS)
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+async def gone(error: ItemGone, request: Request) -> JSONResponse:
+    """excepthub: `request` injected by name."""
+    return JSONResponse({"detail": "gone", "path": request.url.path}, status_code=410)
+
+
+async def gone_native(request: Request, exc: ItemGone) -> JSONResponse:
+    return JSONResponse({"detail": "gone", "path": request.url.path}, status_code=410)
+
+
+async def tenant(request: Request) -> str:
+    """A dependency that reads the request."""
+    return request.headers.get("x-tenant", "public")
+
+
+async def over_quota(
+    error: QuotaExceeded, request: Request, who: str = Depends(tenant)
+) -> JSONResponse:
+    """excepthub: the dependency injected (FastAPI cannot inject into exception handlers)."""
+    return JSONResponse({"detail": "quota exceeded", "tenant": who}, status_code=429)
+
+
+async def over_quota_native(request: Request, exc: QuotaExceeded) -> JSONResponse:
+    """Natively: the handler calls the dependency by hand."""
+    who = await tenant(request)
+    return JSONResponse({"detail": "quota exceeded", "tenant": who}, status_code=429)
+
+
+# -- the apps -------------------------------------------------------------------------------
+
+
+def _routes(app: FastAPI) -> FastAPI:
+    @app.get("/ok")
+    async def ok() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/fallback")
+    async def fallback() -> dict[str, bool]:
+        raise ItemNotFound("item 7")
+
+    @app.get("/side-effect")
+    async def side_effect() -> dict[str, bool]:
+        raise UpstreamDown("db-7.internal refused")
+
+    @app.get("/request")
+    async def by_request() -> dict[str, bool]:
+        raise ItemGone("item 7")
+
+    @app.get("/depends")
+    async def by_depends() -> dict[str, bool]:
+        raise QuotaExceeded("tenant acme")
+
+    @app.get("/caught")  # the floor: the endpoint answers its own error
+    async def caught() -> Response:
+        try:
+            raise ItemNotFound("item 7")
+        except ItemNotFound:
+            return JSONResponse({"detail": "no such item"}, status_code=404)
+
+    return app
+
+
+def _native() -> FastAPI:
+    app = FastAPI()
+    app.add_exception_handler(ItemNotFound, not_found)  # what @app.exception_handler does
+    app.add_exception_handler(UpstreamDown, alert_native)
+    app.add_exception_handler(ItemGone, gone_native)
+    app.add_exception_handler(QuotaExceeded, over_quota_native)
+    return _routes(app)
+
+
+def _excepthub() -> FastAPI:
+    exc = excepthub.ExceptionMiddleware(logger=None)
+    exc.add_handler(ItemNotFound, publish=True)(not_found)
+    exc.add_handler(UpstreamDown)(alert)
+    exc.add_handler(ItemGone, publish=True)(gone)
+    exc.add_handler(QuotaExceeded, publish=True)(over_quota)
+    return _routes(FastAPI(middleware=[excepthub_fastapi.middleware(exc)]))
+
+
+# -- the two ways of driving a request ------------------------------------------------------
+
+
+def asgi(app: FastAPI, path: str) -> Work:
+    """One GET straight into the ASGI app; answers (status, body)."""
+    template = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench"), (b"user-agent", b"bench")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("bench", 80),
+    }
+    request = {"type": "http.request", "body": b"", "more_body": False}
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def one() -> object:
+        answer: list[Any] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer.append(message["status"])
+            elif message["type"] == "http.response.body":
+                answer.append(message.get("body", b""))
+
+        await app(dict(template), receive, send)  # a fresh scope: the app writes into it
+        return answer[0], b"".join(answer[1:])
+
+    return one
+
+
+def client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+
+
+def through_httpx(clients: dict[str, httpx.AsyncClient], side: str, path: str) -> Work:
+    async def one() -> object:
+        response = await clients[side].get(path)
+        return response.status_code, response.content
+
+    return one
+
+
+def cases() -> list[Case]:
+    native, ours = _native(), _excepthub()
+
+    def direct(
+        name: str, path: str, expected: tuple[int, bytes], *, floor: bool = False, **target: float
+    ) -> Case:
+        theirs, mine = asgi(native, path), asgi(ours, path)
+        caught = asgi(native, "/caught") if floor else None
+        return Case(
+            GROUP,
+            f"{name} (ASGI)",
+            NATIVE,
+            theirs,
+            mine,
+            batch=2_000,
+            floor=caught,
+            setup=_answers(expected, theirs, mine, *([caught] if caught else [])),
+            **target,
+        )
+
+    def over_httpx(name: str, path: str, expected: tuple[int, bytes], **target: float) -> Case:
+        clients = {"native": client(native), "ours": client(ours)}  # opened for this case only
+        theirs = through_httpx(clients, "native", path)
+        mine = through_httpx(clients, "ours", path)
+        return Case(
+            GROUP,
+            f"{name} (httpx)",
+            NATIVE,
+            theirs,
+            mine,
+            batch=500,
+            setup=_answers(expected, theirs, mine, clients=clients),
+            **target,
+        )
+
+    found = (404, b'{"detail":"no such item"}')
+    masked = (500, b"Internal Server Error")
+    return [
+        direct("happy path", "/ok", (200, b'{"ok":true}'), target=1.03),
+        over_httpx("happy path", "/ok", (200, b'{"ok":true}'), target=1.03),
+        direct("error, fallback JSONResponse", "/fallback", found, floor=True, target=1.0),
+        over_httpx("error, fallback JSONResponse", "/fallback", found, target=1.0),
+        direct("error, side-effect handler -> masked 500", "/side-effect", masked, target=1.0),
+        direct(
+            "error, fallback with request injected",
+            "/request",
+            (410, b'{"detail":"gone","path":"/request"}'),
+            target=1.0,
+        ),
+        direct(
+            "error, fallback with Depends (native: called by hand)",
+            "/depends",
+            (429, b'{"detail":"quota exceeded","tenant":"public"}'),
+        ),
+    ]
+
+
+def _answers(
+    expected: tuple[int, bytes], *works: Work, clients: dict[str, httpx.AsyncClient] | None = None
+) -> Callable[[], Any]:
+    """Before measuring: every side gives the same answer (the same unit of work); the httpx
+    clients are opened for the case and closed after it."""
+
+    @asynccontextmanager
+    async def check() -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for http in (clients or {}).values():
+                await stack.enter_async_context(http)
+            for work in works:
+                got = await work()
+                assert got == expected, f"{work}: {got!r} != {expected!r}"
+            yield
+
+    return check
