@@ -8,8 +8,6 @@ import gc
 import json
 import logging
 import os
-import socket
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,11 +15,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-import uvicorn
 from fastapi import FastAPI, HTTPException
 
 import excepthub_fastapi
 from excepthub import ExceptionMiddleware
+
+from ._servers import uvicorn_on_loopback
 
 pytestmark = pytest.mark.anyio
 
@@ -127,24 +126,9 @@ def server() -> Iterator[tuple[str, int, Counting]]:
     logger = logging.Logger("excepthub.load", logging.INFO)
     logger.propagate = False
     logger.addHandler(counting)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        build_app(logger), log_config=None, access_log=False, lifespan="off", backlog=256
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    waiting = threading.Event()
-    while not server.started and thread.is_alive() and not waiting.wait(0.02):
-        pass
-    assert server.started, "uvicorn did not start"
-    try:
-        yield "127.0.0.1", sock.getsockname()[1], counting
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    app = build_app(logger)
+    with uvicorn_on_loopback(app, access_log=False, lifespan="off", backlog=256) as port:
+        yield "127.0.0.1", port, counting
 
 
 class Connection:

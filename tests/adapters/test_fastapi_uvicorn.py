@@ -4,7 +4,6 @@ log record of the process, uvicorn's included: each error is logged once, by exc
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from fastapi import BackgroundTasks, FastAPI, HTTPException, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import StreamingResponse
@@ -26,6 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import excepthub_fastapi
 from excepthub import ExceptionMiddleware
+
+from ._servers import uvicorn_on_loopback
 
 pytestmark = pytest.mark.anyio
 
@@ -198,24 +198,8 @@ def served() -> Iterator[Served]:
     """uvicorn on a free port of 127.0.0.1, in a thread, for the module; stopped after it."""
     seen: list[BaseException] = []
     watch = Watch(build_app(seen))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # log_config=None leaves logging alone: uvicorn's records reach the root logger (and caplog).
-    config = uvicorn.Config(watch, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not server.started and thread.is_alive() and not started.wait(0.02):
-        pass
-    assert server.started, "uvicorn did not start"
-    try:
+    with uvicorn_on_loopback(watch, access_log=False, lifespan="on") as port:
         yield Served(f"http://127.0.0.1:{port}", watch, seen)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(autouse=True)

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import mcp_types
 import pytest
-import uvicorn
 from fastmcp import Client, FastMCP
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from mcp import MCPError
@@ -27,6 +23,8 @@ from mcp import MCPError
 import excepthub_fastmcp
 from excepthub import ExceptionMiddleware
 from excepthub_fastmcp import deny
+
+from ._servers import uvicorn_on_loopback
 
 pytestmark = pytest.mark.anyio
 
@@ -182,32 +180,12 @@ class Served:
         self.url, self.recorder, self.exc = url, recorder, exc
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     exc = registry()
     recorder = Recorder(app_server(exc).http_app(path="/mcp"))
-    port = _free_port()
-    # log_config=None: uvicorn's loggers propagate to the root, where the tests listen
-    config = uvicorn.Config(recorder, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.01)
-    try:
+    with uvicorn_on_loopback(recorder, lifespan="on") as port:
         yield Served(f"http://127.0.0.1:{port}/mcp", recorder, exc)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
