@@ -2,7 +2,7 @@
 
 ```python
 from excepthub import ExceptionMiddleware
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 import excepthub_fastapi
@@ -15,13 +15,30 @@ async def not_found(error: LookupError, request: Request) -> JSONResponse:
     return JSONResponse({"detail": "Not Found", "path": request.url.path}, status_code=404)
 
 
+orders_exc = ExceptionMiddleware()  # asked first about the errors of the /orders routes
+orders = APIRouter(prefix="/orders", dependencies=[excepthub_fastapi.router_handlers(orders_exc)])
+
 app = FastAPI(middleware=[excepthub_fastapi.middleware(exc)])
+app.include_router(orders)
 ```
 
 Errors are answered where FastAPI answers them (route level, inside every middleware), logged
-once by excepthub, and never re-raised into the server. See docs/fastapi.md.
+once by excepthub, and never re-raised into the server. A router's registry takes its routes'
+errors first; what it does not take goes on to the app's. See docs/fastapi.md.
 """
 
-from ._middleware import DEFAULTS, ExcepthubMiddleware, middleware, websocket_exception_handler
+from ._middleware import (
+    DEFAULTS,
+    ExcepthubMiddleware,
+    middleware,
+    router_handlers,
+    websocket_exception_handler,
+)
 
-__all__ = ["DEFAULTS", "ExcepthubMiddleware", "middleware", "websocket_exception_handler"]
+__all__ = [
+    "DEFAULTS",
+    "ExcepthubMiddleware",
+    "middleware",
+    "router_handlers",
+    "websocket_exception_handler",
+]

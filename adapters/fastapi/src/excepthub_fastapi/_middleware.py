@@ -10,6 +10,10 @@ Two places catch errors, both owned by `ExcepthubMiddleware`:
 - its own place in `middleware=[...]`: errors raised by the user middleware listed after it,
   and errors raised after the response started (yield-dependency teardown, background tasks,
   streaming bodies), which it observes and swallows.
+
+A router's own registry comes in as a dependency, `router_handlers(registry)`: it marks the
+request, and the dispatcher asks the registries of the routers the request went through first,
+innermost first; only the app's registry reports what none of them took.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
+from fastapi import params
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import (
     http_exception_handler,
@@ -41,7 +46,13 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect,
 import excepthub
 from excepthub import Outcome
 
-__all__ = ["DEFAULTS", "ExcepthubMiddleware", "middleware", "websocket_exception_handler"]
+__all__ = [
+    "DEFAULTS",
+    "ExcepthubMiddleware",
+    "middleware",
+    "router_handlers",
+    "websocket_exception_handler",
+]
 
 # -- framework defaults ---------------------------------------------------------------------
 
@@ -76,6 +87,23 @@ DEFAULTS: Final = excepthub.Defaults(
 `{"detail": ...}` and headers; `RequestValidationError` -> 422 `{"detail": [...]}`;
 `WebSocketRequestValidationError` -> close 1008; `WebSocketException` -> close with its code.
 `WebSocketDisconnect` passes through. A user handler for the same class replaces the answer."""
+
+_ROUTER_ASK: Final = excepthub.Defaults(
+    "fastapi, router",
+    publish_handlers=dict.fromkeys(DEFAULTS.publish_handlers, excepthub.reraise),
+    handlers={**_LET_THROUGH, Exception: excepthub.reraise},
+)
+"""How a router's registry is asked: FastAPI's own exceptions resolve as under `DEFAULTS` (a
+broad handler of the router never takes an `HTTPException`), but they, and whatever no handler
+of the router takes, go on unreported to the app's registry, which answers them FastAPI's way."""
+
+_REPORTED: Final = excepthub.Defaults(
+    "fastapi, reported",
+    publish_handlers=DEFAULTS.publish_handlers,
+    handlers={**_LET_THROUGH, Exception: excepthub.reraise},
+)
+"""How the app's registry is asked once a router's handler re-raised the error (the core
+reported it unhandled then): `DEFAULTS`, and what no handler takes goes on unreported."""
 
 # What FastAPI answers for an error it knows nothing about.
 _INTERNAL_ERROR: Final = "Internal Server Error"
@@ -192,6 +220,50 @@ def _install(app: ASGIApp, dispatch: Callable[[HTTPConnection, Exception], Any])
     return layer
 
 
+def router_handlers(registry: excepthub.ExceptionMiddleware) -> params.Depends:
+    """What `APIRouter(dependencies=[...])` takes to give the router's routes a registry of
+    their own (also `include_router(..., dependencies=[...])`, or a single route's).
+
+    ```python
+    orders = APIRouter(prefix="/orders", dependencies=[excepthub_fastapi.router_handlers(exc)])
+    app = FastAPI(middleware=[excepthub_fastapi.middleware(app_exc)])
+    ```
+
+    An error of those routes goes to `registry` first; what its handlers do not take goes on
+    to the registry of the enclosing router, then to the app's, which reports what none took.
+    Errors raised before the dependency runs (routing, the app's middleware, a body that cannot
+    be parsed, dependencies listed before it) are the app's. The app needs
+    `excepthub_fastapi.middleware(...)`: without it, every request to those routes fails with a
+    `RuntimeError` that says so.
+    """
+    if not isinstance(registry, excepthub.ExceptionMiddleware):
+        raise TypeError(
+            f"router_handlers() takes an excepthub.ExceptionMiddleware, got {registry!r}"
+        )
+
+    async def excepthub_router_handlers(connection: HTTPConnection) -> None:
+        scope = connection.scope
+        handlers = scope.get("starlette.exception_handlers")
+        dispatch = handlers[0].get(Exception) if handlers else None
+        if not isinstance(getattr(dispatch, "__self__", None), _Failures):
+            raise RuntimeError(
+                "excepthub_fastapi.router_handlers() needs the app's excepthub middleware: "
+                "FastAPI(middleware=[excepthub_fastapi.middleware(registry)])"
+            )
+        routers: list[excepthub.ExceptionMiddleware] | None = scope.get(_ROUTERS)
+        if routers is None:
+            scope[_ROUTERS] = [registry]
+        elif registry not in routers:  # the same registry at two levels: asked once
+            routers.append(registry)
+
+    # async, so that FastAPI calls it on the event loop; a parameterless dependency: no OpenAPI
+    return params.Depends(excepthub_router_handlers)
+
+
+# Scope key: the registries of the routers the request went through, outermost first.
+_ROUTERS: Final = "excepthub.registries"
+
+
 _FRAMEWORK_HANDLERS: Final = frozenset(
     {
         http_exception_handler,
@@ -236,21 +308,48 @@ class _Failures:
 
         Requests are never retried: a request body cannot be replayed safely.
         """
+        return await self._dispatch(conn, error, conn.scope.get(_ROUTERS))
+
+    async def _dispatch(
+        self,
+        conn: HTTPConnection,
+        error: Exception,
+        routers: list[excepthub.ExceptionMiddleware] | None,
+    ) -> Response | None:
         scope = conn.scope
         if scope.get(_PASSING) is error:  # let through at route level already
             raise error
-        try:
-            outcome = await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
-        except Exception as raised:
-            if self._lets_through(conn, error, raised):
-                scope[_PASSING] = raised
-                raise
+        outcome = await self._handle(conn, error, routers)
+        if not isinstance(outcome, Outcome):
             # Unhandled, and logged once by excepthub: answer it here, inside every middleware.
-            return await _answer_unknown(conn, error)
+            return await _answer_unknown(conn, outcome)
         if outcome.published and scope["type"] == "http":  # the common answer, without an await
             value = outcome.value
             return value if isinstance(value, Response) else _render(value, outcome.error)
         return await _answer(conn, outcome)
+
+    async def _handle(
+        self,
+        conn: HTTPConnection,
+        error: Exception,
+        routers: list[excepthub.ExceptionMiddleware] | None,
+    ) -> Outcome | Exception:
+        """Ask the routers' registries (innermost first), then the app's: answer the outcome of
+        the first that takes `error`, or the error none took (reported already, to be answered
+        FastAPI's way); raise what goes on to the server."""
+        context = self.context(conn)
+        ask = DEFAULTS
+        if routers:
+            outcome, error, ask = await _ask_routers(routers, error, context)
+            if outcome is not None:
+                return outcome
+        try:
+            return await self.registry.handle(error, defaults=ask, **context)
+        except Exception as raised:
+            if self._lets_through(conn, error, raised, ask):
+                conn.scope[_PASSING] = raised
+                raise
+            return error
 
     async def escaped(
         self,
@@ -265,26 +364,24 @@ class _Failures:
         if scope.get(_PASSING) is error:
             raise error
         original = _after_response_started(error)
-        if original is not None or (progress is not None and progress.responded):
-            await self._observe(_connection(scope, receive, send), original or error)
-            return
         conn = _connection(scope, receive, send)
+        # After the response started, an error is only shown to its handlers (a fallback value
+        # has nowhere to go): the route's (Starlette wrapped it) to its routers' registries too.
+        if original is not None:
+            await self._handle(conn, original, scope.get(_ROUTERS))
+            return
+        if progress is not None and progress.responded:  # raised by middleware: the app's
+            await self._handle(conn, error, None)
+            return
         if isinstance(conn, WebSocket) and progress is not None and progress.accepted:
             conn.application_state = WebSocketState.CONNECTED
-        response = await self.dispatch(conn, error)
+        response = await self._dispatch(conn, error, None)  # a middleware's error: the app's
         if response is not None:
             await response(scope, receive, send)
 
-    async def _observe(self, conn: HTTPConnection, error: Exception) -> None:
-        """Show its handler an error that can no longer be answered (a fallback value has
-        nowhere to go once the response has started)."""
-        try:
-            await self.registry.handle(error, defaults=DEFAULTS, **self.context(conn))
-        except Exception as raised:
-            if self._lets_through(conn, error, raised):
-                raise
-
-    def _lets_through(self, conn: HTTPConnection, error: Exception, raised: Exception) -> bool:
+    def _lets_through(
+        self, conn: HTTPConnection, error: Exception, raised: Exception, ask: excepthub.Defaults
+    ) -> bool:
         """Whether what `handle` raised goes on to the server, which then logs it: a handler's
         own exception (not logged yet), a `reraise` default such as `WebSocketDisconnect`, an
         unhandled error excepthub does not log, anything in `debug=True` (the debug page)."""
@@ -296,7 +393,29 @@ class _Failures:
             resolution = self.registry.resolve(type(_only_leaf(error)), defaults=DEFAULTS)
             if resolution is not None and resolution.handler is excepthub.reraise:
                 return True
-        return not self.registry.logs("unhandled")
+        return ask is DEFAULTS and not self.registry.logs("unhandled")
+
+
+async def _ask_routers(
+    routers: list[excepthub.ExceptionMiddleware], error: Exception, context: dict[str, Any]
+) -> tuple[Outcome | None, Exception, excepthub.Defaults]:
+    """Ask the registries of the routers the request went through, innermost first: answer the
+    first outcome, or what goes on to the app's registry and how to ask it. What goes on is the
+    same error, what is left of a group, or a handler's own exception (new to every registry).
+    """
+    ask = DEFAULTS
+    for registry in reversed(routers):
+        try:
+            return await registry.handle(error, defaults=_ROUTER_ASK, **context), error, ask
+        except Exception as raised:
+            if raised is error:
+                resolution = registry.resolve(type(_only_leaf(error)), defaults=_ROUTER_ASK)
+                if resolution is not None and resolution.handler is not excepthub.reraise:
+                    ask = _REPORTED  # its handler re-raised it: the core reported it unhandled
+            elif not isinstance(raised, BaseExceptionGroup):
+                ask = DEFAULTS
+            error = raised
+    return None, error, ask
 
 
 # Generated correlation ids: unique per process (random prefix) and cheap (a counter).

@@ -1,0 +1,272 @@
+"""FastMCP: excepthub's middleware against FastMCP's own `ErrorHandlingMiddleware`, per tool call.
+
+Three servers with the same async tools: `ErrorHandlingMiddleware` (the baseline; its
+`error_callback` is the same function as our handler), `excepthub_fastmcp.middleware(registry)`,
+and the floor: no middleware for the happy path, and for the error paths a hand-written
+`Middleware` that catches FastMCP's `ToolError` and answers what excepthub answers (the masked
+`isError` result; the fallback value converted by the tool, as FastMCP converts a return value).
+Tool calls go through `FastMCP.call_tool` (the whole middleware chain, the least noise), and
+through the in-memory `fastmcp.Client` (the MCP protocol, both sessions in this process).
+
+What each side answers differs, by design: on an error `ErrorHandlingMiddleware` raises an MCP
+error (-32603, the exception's text in it) and cannot return a fallback value (its callback's
+value is dropped); excepthub answers a tool result. The unit of work is the same: one failed
+tool call, its handler run, an answer for the client.
+
+Logging is off: the registry has `logger=None`, the baseline gets a logger that is off, and
+FastMCP's and the MCP SDK's loggers are raised above CRITICAL, so that FastMCP's "Error calling
+tool" record with its traceback is never built, on any side. The shared handlers are sync
+(`ErrorHandlingMiddleware` calls its callback synchronously), so the registry calls them
+inline, on the event loop, as FastMCP does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastmcp import Client, FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.server.middleware.error_handling import ErrorHandlingMiddleware
+from fastmcp.tools import ToolResult
+from mcp import MCPError
+from mcp_types import TextContent
+
+import excepthub
+import excepthub_fastmcp
+
+from ._timing import Case, Work
+
+GROUP = "fastmcp"
+BASELINE = "ErrorHandlingMiddleware"
+QUIET = logging.CRITICAL + 1
+
+
+class RateLimited(Exception):
+    pass
+
+
+class UpstreamDown(ConnectionError):
+    pass
+
+
+_SIDE_EFFECTS = itertools.count()  # what a side-effect handler does: cheap, no memory growth
+
+
+def on_error(error: Exception, context: Any = None) -> None:
+    """Our side-effect handler, and the baseline's `error_callback(error, context)`."""
+    next(_SIDE_EFFECTS)
+
+
+def from_cache(error: Exception, context: Any = None) -> str:
+    """Our fallback handler; as the baseline's `error_callback`, its value goes nowhere."""
+    return "cached: sunny"
+
+
+class HandWritten(Middleware):
+    """The floor for the error paths: what excepthub answers, written by hand for these tools."""
+
+    async def on_call_tool(
+        self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
+    ) -> Any:
+        try:
+            return await call_next(context)
+        except ToolError as wrapper:
+            error = wrapper.__cause__
+            if isinstance(error, RateLimited):
+                value = from_cache(error, context)
+                server = context.fastmcp_context.fastmcp  # type: ignore[union-attr]
+                tool = await server.get_tool(context.message.name)
+                return tool.convert_result(value)
+            if isinstance(error, UpstreamDown):
+                on_error(error, context)
+                text = f"Error calling tool {context.message.name!r}"
+                return ToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+            raise
+
+
+def _server(name: str, middleware: list[Middleware]) -> FastMCP:
+    mcp = FastMCP(name, middleware=middleware)
+
+    @mcp.tool
+    async def forecast(city: str) -> str:
+        return f"{city}: sunny"
+
+    @mcp.tool
+    async def rate_limited(city: str) -> str:
+        raise RateLimited("upstream quota 'prod-key-7' exhausted")
+
+    @mcp.tool
+    async def upstream_down(city: str) -> str:
+        raise UpstreamDown("weather-api.internal:8443 refused the connection")
+
+    return mcp
+
+
+def _quiet() -> logging.Logger:
+    """FastMCP's and the SDK's loggers off; the logger handed to the baseline, off too."""
+    for name in ("fastmcp", "mcp", "mcp_types"):
+        logging.getLogger(name).setLevel(QUIET)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("fastmcp.", "mcp.")):  # some set a level of their own
+            logging.getLogger(name).setLevel(QUIET)
+    quiet = logging.getLogger("benchmarks.fastmcp.baseline")
+    quiet.setLevel(QUIET)
+    return quiet
+
+
+def _summary(result: Any) -> object:
+    """What a client learns: an MCP error's code, or the result's error flag and texts."""
+    is_error = getattr(result, "is_error", None)
+    if is_error is None:
+        is_error = result.isError  # the wire type, from the client
+    return (bool(is_error), [getattr(block, "text", None) for block in result.content])
+
+
+def called(server: FastMCP, tool: str) -> Work:
+    """One tool call through `FastMCP.call_tool`: the middleware chain, the tool, conversion."""
+
+    async def one() -> object:
+        try:
+            result = await server.call_tool(tool, {"city": "Lyon"})
+        except MCPError as error:
+            return ("MCP error", error.code)
+        return _summary(result)
+
+    return one
+
+
+def cases() -> list[Case]:
+    quiet = _quiet()
+    registry = excepthub.ExceptionMiddleware(logger=None, inline=True)
+    registry.add_handler(UpstreamDown)(on_error)
+    registry.add_handler(RateLimited, publish=True)(from_cache)
+    servers = {
+        "baseline": _server(
+            "baseline", [ErrorHandlingMiddleware(logger=quiet, error_callback=on_error)]
+        ),
+        "ours": _server("excepthub", [excepthub_fastmcp.middleware(registry)]),
+        "bare": _server("bare", []),
+        "hand-written": _server("hand-written", [HandWritten()]),
+    }
+
+    ok = (False, ["Lyon: sunny"])
+    masked = (True, ["Error calling tool 'upstream_down'"])
+    cached = (False, ["cached: sunny"])
+    protocol_error = ("MCP error", -32603)
+
+    def direct(
+        name: str, tool: str, floor: str, expected: dict[str, object], **target: float
+    ) -> Case:
+        works = {
+            "baseline": called(servers["baseline"], tool),
+            "ours": called(servers["ours"], tool),
+            "floor": called(servers[floor], tool),
+        }
+        return Case(
+            GROUP,
+            f"{name} (call_tool)",
+            BASELINE,
+            works["baseline"],
+            works["ours"],
+            batch=1_000,
+            floor=works["floor"],
+            setup=_answers(works, expected),
+            **target,
+        )
+
+    return [
+        direct(
+            "happy path",
+            "forecast",
+            "bare",
+            {"baseline": ok, "ours": ok, "floor": ok},
+            target=1.0,
+        ),
+        direct(
+            "error, side-effect handler -> masked isError",
+            "upstream_down",
+            "hand-written",
+            {"baseline": protocol_error, "ours": masked, "floor": masked},
+            target=1.0,
+        ),
+        direct(
+            "error, fallback value -> result",
+            "rate_limited",
+            "hand-written",
+            {"baseline": protocol_error, "ours": cached, "floor": cached},
+            target=1.0,
+        ),
+        *_over_client(servers, ok, masked, protocol_error),
+    ]
+
+
+def _over_client(
+    servers: dict[str, FastMCP], ok: object, masked: object, protocol_error: object
+) -> list[Case]:
+    """The same calls through the in-memory `Client`: a session per server, opened per case."""
+
+    def case(name: str, tool: str, floor: str, expected: dict[str, object]) -> Case:
+        clients: dict[str, Client[Any]] = {}
+        sides = {"baseline": "baseline", "ours": "ours", "floor": floor}
+
+        def call(side: str) -> Work:
+            async def one() -> object:
+                try:
+                    result = await clients[side].call_tool_mcp(tool, {"city": "Lyon"})
+                except MCPError as error:
+                    return ("MCP error", error.code)
+                return _summary(result)
+
+            return one
+
+        works = {side: call(side) for side in sides}
+        check = _answers(works, expected)
+
+        @asynccontextmanager
+        async def connected() -> AsyncIterator[None]:
+            async with AsyncExitStack() as stack:
+                for side, server in sides.items():
+                    clients[side] = await stack.enter_async_context(Client(servers[server]))
+                async with check():
+                    yield
+            clients.clear()
+
+        return Case(
+            GROUP,
+            f"{name} (in-memory Client)",
+            BASELINE,
+            works["baseline"],
+            works["ours"],
+            batch=200,
+            floor=works["floor"],
+            setup=connected,
+            target=1.0,
+        )
+
+    return [
+        case("happy path", "forecast", "bare", {"baseline": ok, "ours": ok, "floor": ok}),
+        case(
+            "error, side-effect handler -> masked isError",
+            "upstream_down",
+            "hand-written",
+            {"baseline": protocol_error, "ours": masked, "floor": masked},
+        ),
+    ]
+
+
+def _answers(works: dict[str, Work], expected: dict[str, object]) -> Callable[[], Any]:
+    """Before measuring: each side gives the answer expected of it."""
+
+    @asynccontextmanager
+    async def check() -> AsyncIterator[None]:
+        for side, work in works.items():
+            got = await work()
+            assert got == expected[side], f"{side}: {got!r} != {expected[side]!r}"
+        yield
+
+    return check
