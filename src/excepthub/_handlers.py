@@ -144,13 +144,15 @@ def _invoker(
 
         return solve
     if positional:
+        # Starlette-style `(request, exc)`: an async one hands back its own coroutine too
+        run = (lambda args, kwargs: func(*args, **kwargs)) if _is_async(func) else call
 
         def call_after_positional(error: BaseException, context: Mapping[str, Any]) -> Any:
             for name in positional:  # checked first: a bare KeyError would hide the error's chain
                 if name not in context:
                     raise LookupError(f"no context value {name!r} for parameter {name!r}")
-            args = (*(context[name] for name in positional), error)
-            return call(args, _fill(fills, context))
+            args = (*[context[name] for name in positional], error)
+            return run(args, _fill(fills, context) if fills else {})
 
         return call_after_positional
     if _is_async(func):  # await the handler's own coroutine: no wrapper on the way

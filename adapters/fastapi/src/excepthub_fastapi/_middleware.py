@@ -303,23 +303,18 @@ class _Failures:
                 return str(value.decode("latin-1"))
         return _ID_PREFIX + str(next(_ID_COUNTER))
 
-    async def dispatch(self, conn: HTTPConnection, error: Exception) -> Response | None:
-        """The route-level handler Starlette calls as `handler(request, exc)`.
+    async def dispatch(
+        self, conn: HTTPConnection, error: Exception, *, from_route: bool = True
+    ) -> Response | None:
+        """The route-level handler Starlette calls as `handler(request, exc)`; `from_route`
+        false for a middleware's error, which no router's registry sees.
 
         Requests are never retried: a request body cannot be replayed safely.
         """
-        return await self._dispatch(conn, error, conn.scope.get(_ROUTERS))
-
-    async def _dispatch(
-        self,
-        conn: HTTPConnection,
-        error: Exception,
-        routers: list[excepthub.ExceptionMiddleware] | None,
-    ) -> Response | None:
         scope = conn.scope
         if scope.get(_PASSING) is error:  # let through at route level already
             raise error
-        outcome = await self._handle(conn, error, routers)
+        outcome = await self._handle(conn, error, scope.get(_ROUTERS) if from_route else None)
         if not isinstance(outcome, Outcome):
             # Unhandled, and logged once by excepthub: answer it here, inside every middleware.
             return await _answer_unknown(conn, outcome)
@@ -375,7 +370,7 @@ class _Failures:
             return
         if isinstance(conn, WebSocket) and progress is not None and progress.accepted:
             conn.application_state = WebSocketState.CONNECTED
-        response = await self._dispatch(conn, error, None)  # a middleware's error: the app's
+        response = await self.dispatch(conn, error, from_route=False)  # a middleware's error
         if response is not None:
             await response(scope, receive, send)
 
