@@ -3,9 +3,12 @@
 uv run python -m benchmarks.run            # everything
 uv run python -m benchmarks.run core       # only some groups
 
-"ratio" is excepthub / baseline (below 1: excepthub is cheaper). Where a case has a floor (the
-same work with no exception middleware), "own-cost ratio" compares the time each middleware
-adds above it.
+Each round times every side of a case back to back (in alternating order); the µs columns are
+the medians per side, "ratio" the median of the rounds' excepthub / baseline (below 1:
+excepthub is cheaper), with a ~95% range for that median in brackets. Where a case has a floor
+(the same work with no exception middleware), "own-cost ratio" compares the time each
+middleware adds above it, round by round. A target whose value lies inside the range is
+reported "within noise": this machine could not tell.
 """
 
 from __future__ import annotations
@@ -37,11 +40,17 @@ async def measure(groups: list[str], rounds: int) -> list[Result]:
 
 def _row(r: Result) -> str:
     floor = "" if r.floor_ns is None else f"{r.floor_ns / 1000:,.2f}"
-    own = "" if r.floor_ns is None else "–" if r.own_ratio is None else f"{r.own_ratio:.2f}x"
+    own = "" if r.floor_ns is None else _ratio(r.own_ratio, r.own_ratio_range)
     return (
         f"| {r.group} | {r.name} | {r.baseline_label} | {floor} | {r.baseline_ns / 1000:,.2f} "
-        f"| {r.ours_ns / 1000:,.2f} | {r.ratio:.2f}x | {own} | {_target(r)} |"
+        f"| {r.ours_ns / 1000:,.2f} | {_ratio(r.ratio, r.ratio_range)} | {own} | {_target(r)} |"
     )
+
+
+def _ratio(ratio: float | None, spread: tuple[float, float] | None) -> str:
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2f}x" + ("" if spread is None else f" ({spread[0]:.2f}-{spread[1]:.2f})")
 
 
 def _target(r: Result) -> str:
@@ -52,7 +61,8 @@ def _target(r: Result) -> str:
         wanted.append(f"own ≤ {r.own_target:.2f}x")
     if not wanted:
         return ""
-    return f"{', '.join(wanted)}: {'met' if r.met else '**not met**'}"
+    verdict = r.verdict or ""
+    return f"{', '.join(wanted)}: {'**not met**' if verdict == 'not met' else verdict}"
 
 
 def _chart(results: list[Result], path: Path) -> None:
@@ -74,15 +84,15 @@ def _chart(results: list[Result], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("median µs per unit of work (log scale; lower is better)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")  # the first rows (the core) are short bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], default=list(GROUPS))
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per case")
+    parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], default=[])
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per case")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
     where = f"Python {platform.python_version()} on {platform.machine()}"
@@ -99,7 +109,7 @@ def main() -> None:
             **r.__dict__,
             "ratio": round(r.ratio, 3),
             "own_ratio": None if r.own_ratio is None else round(r.own_ratio, 3),
-            "met": r.met,
+            "verdict": r.verdict,
         }
         for r in results
     ]
