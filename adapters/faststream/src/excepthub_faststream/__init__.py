@@ -20,6 +20,6 @@ A registry that also serves FastAPI or FastMCP plugs in with one call:
 `RedisBroker(middlewares=[excepthub_faststream.middleware(exc)])`.
 """
 
-from ._middleware import DEFAULTS, ExceptionMiddleware, middleware
+from ._middleware import DEFAULTS, ExcepthubMiddleware, ExceptionMiddleware, middleware
 
-__all__ = ["DEFAULTS", "ExceptionMiddleware", "middleware"]
+__all__ = ["DEFAULTS", "ExcepthubMiddleware", "ExceptionMiddleware", "middleware"]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from faststream import ContextRepo, StreamMessage
     from faststream.types import AsyncFuncAny, BrokerMiddleware
 
-__all__ = ["DEFAULTS", "ExceptionMiddleware", "middleware"]
+__all__ = ["DEFAULTS", "ExcepthubMiddleware", "ExceptionMiddleware", "middleware"]
 
 # -- framework defaults ---------------------------------------------------------------------
 
@@ -88,8 +88,9 @@ class ExceptionMiddleware(excepthub.ExceptionMiddleware):
         return _MessageScope(msg, context, self, self)
 
 
-class _Plug:
-    """What `middleware(registry)` hands FastStream for a plain registry."""
+class ExcepthubMiddleware:
+    """The middleware factory FastStream takes, for a plain `excepthub.ExceptionMiddleware`:
+    what `middleware(registry)` returns (the drop-in `ExceptionMiddleware` is its own)."""
 
     __slots__ = ("registry",)
 
@@ -97,6 +98,7 @@ class _Plug:
         self.registry = registry
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> _MessageScope:
+        """FastStream's factory call: the middleware for one message (or one publish)."""
         return _MessageScope(msg, context, self.registry, self)
 
     def __repr__(self) -> str:
@@ -118,11 +120,11 @@ def middleware(registry: excepthub.ExceptionMiddleware) -> BrokerMiddleware[Any]
         raise TypeError(f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}")
     if isinstance(registry, ExceptionMiddleware):
         return registry  # already its own factory
-    return _Plug(registry)
+    return ExcepthubMiddleware(registry)
 
 
 def _is_plugged(factory: object) -> bool:
-    return isinstance(factory, ExceptionMiddleware | _Plug)
+    return isinstance(factory, ExceptionMiddleware | ExcepthubMiddleware)
 
 
 # -- unit of work -> handle -----------------------------------------------------------------
