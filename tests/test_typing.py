@@ -20,7 +20,7 @@ EXPECTED = re.compile(r"# E: (?P<code>[a-z-]+)")
 
 @cache
 def mypy_errors() -> dict[str, set[tuple[int, str]]]:
-    """One mypy run over both snippets: `{file name: {(line, code)}}`."""
+    """One mypy run over the snippets: `{file name: {(line, code)}}`."""
     stdout, stderr, _ = api.run(
         [
             "--strict",
@@ -31,11 +31,16 @@ def mypy_errors() -> dict[str, set[tuple[int, str]]]:
             "--no-pretty",
             "--show-error-codes",
             str(SNIPPETS / "accepted.py"),
+            str(SNIPPETS / "adapters.py"),
             str(SNIPPETS / "rejected.py"),
         ]
     )
     assert not stderr, stderr
-    errors: dict[str, set[tuple[int, str]]] = {"accepted.py": set(), "rejected.py": set()}
+    errors: dict[str, set[tuple[int, str]]] = {
+        "accepted.py": set(),
+        "adapters.py": set(),
+        "rejected.py": set(),
+    }
     for line in stdout.splitlines():
         if match := ERROR.match(line):
             errors[Path(match["file"]).name].add((int(match["line"]), match["code"]))
@@ -44,6 +49,10 @@ def mypy_errors() -> dict[str, set[tuple[int, str]]]:
 
 def test_the_public_api_used_right_passes_mypy_strict() -> None:
     assert mypy_errors()["accepted.py"] == set()
+
+
+def test_each_adapter_plugs_in_where_its_framework_takes_middleware_under_mypy_strict() -> None:
+    assert mypy_errors()["adapters.py"] == set()
 
 
 def test_the_public_api_used_wrong_is_rejected_where_marked() -> None:
