@@ -3,14 +3,14 @@ every line (see test_typing.py)."""
 
 from __future__ import annotations
 
-import excepthub_fastapi
-import excepthub_fastmcp
-import excepthub_faststream
 from fastapi import APIRouter, FastAPI
 from fastmcp import FastMCP
 from faststream.rabbit import RabbitBroker, RabbitRouter
 from faststream.redis import RedisBroker, RedisRouter
 
+import excepthub_fastapi
+import excepthub_fastmcp
+import excepthub_faststream
 from excepthub import ExceptionMiddleware
 
 exc = ExceptionMiddleware()
