@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from ._outcome import ErrorEvent, OutcomeKind
 
@@ -89,7 +88,8 @@ class Observer:
         detail: str = "",
     ) -> None:
         """Count and log one error's outcome; the caller awaits `notify` when there are hooks."""
-        key = (_class_name(type(error)), kind)
+        cls = type(error)
+        key = (_NAMES.get(cls) or _name_of(cls), kind)  # `_class_name`, spelled out: hot path
         stats = self._stats
         next(stats.get(key) or stats.setdefault(key, itertools.count(1)))
         if self._logger is not None and (level := self._levels[kind]) is not None:
@@ -158,10 +158,19 @@ def _qualified_name(cls: type[BaseException]) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-# bounded, so that classes made at runtime are not kept alive by the cache
-_class_name = cast(
-    Callable[[type[BaseException]], str], functools.lru_cache(maxsize=1024)(_qualified_name)
-)
+_NAMES: dict[type[BaseException], str] = {}
+"""Class names for the stats, cached; emptied past 1,024 so runtime-made classes are not kept."""
+
+
+def _name_of(cls: type[BaseException]) -> str:
+    if len(_NAMES) >= 1024:
+        _NAMES.clear()
+    name = _NAMES[cls] = _qualified_name(cls)
+    return name
+
+
+def _class_name(cls: type[BaseException]) -> str:
+    return _NAMES.get(cls) or _name_of(cls)
 
 
 def _handler_name(func: Callable[..., Any]) -> str:

@@ -48,6 +48,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _SideEffect = TypeVar("_SideEffect", bound=Callable[..., Awaitable[None] | None])
 _T = TypeVar("_T")
 
+_new_outcome: Final = tuple.__new__
+
 MEMO_SIZE: Final = 1024
 """How many exception classes one memo remembers; the oldest is forgotten first."""
 
@@ -518,7 +520,8 @@ class ExceptionMiddleware:
         observer.record(kind, error, handler.func, context)
         if observer.hooks:
             await observer.notify(kind, error, handler.func, context)
-        return Outcome(publish, value if publish else None, handler.func, error)
+        # tuple.__new__ directly: NamedTuple's own __new__ is a Python-level call
+        return _new_outcome(Outcome, (publish, value if publish else None, handler.func, error))
 
     def _passes_through(self, tables: _Tables, error: Exception) -> bool:
         routes = self._routes(tables, type(error))
