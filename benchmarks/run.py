@@ -113,9 +113,11 @@ def main() -> None:
         }
         for r in results
     ]
-    (RESULTS / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
-    _chart(results, RESULTS / "latest.png")
-    print(f"\nwrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.png'}", file=sys.stderr)
+    # a run of some groups must not overwrite the full results the README shows
+    stem = "latest" if groups == list(GROUPS) else "latest-" + "-".join(groups)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    _chart(results, RESULTS / f"{stem}.png")
+    print(f"\nwrote {RESULTS / stem}.json and .png", file=sys.stderr)
 
 
 if __name__ == "__main__":
