@@ -90,7 +90,6 @@ class Defaults:
 
 class _Match(NamedTuple):
     handler: Handler
-    key: type[Exception]
     resolution: Resolution  # built once per memo entry: `resolve` allocates nothing
 
 
@@ -555,9 +554,9 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
         if group_only and not issubclass(klass, BaseExceptionGroup):
             continue
         if publish is None and (handler := tables.publish.get(klass)) is not None:
-            publish, publish_at = _Match(handler, klass, Resolution(handler.func, True, klass)), at
+            publish, publish_at = _Match(handler, Resolution(handler.func, True, klass)), at
         if general is None and (handler := tables.general.get(klass)) is not None:
-            general, general_at = _Match(handler, klass, Resolution(handler.func, False, klass)), at
+            general, general_at = _Match(handler, Resolution(handler.func, False, klass)), at
     if publish is None or general is None:
         return _Routes(publish, general)
     if reraise not in (publish.handler.func, general.handler.func):
