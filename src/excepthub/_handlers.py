@@ -96,11 +96,11 @@ _Fill = tuple[str, str, Any]
 class Handler:
     """A registered handler, compiled for calling: `await handler.invoke(error, context)`.
 
-    `invoke` is chosen once, for the handler's shape, so the common handler (an async function
-    of the error alone) costs one call and one await.
+    `invoke` is chosen once, for the handler's shape; `alone` is the handler itself when it is
+    an async function of the error alone (the common handler), for callers to call directly.
     """
 
-    __slots__ = ("func", "invoke", "model", "name")
+    __slots__ = ("alone", "func", "invoke", "model", "name")
 
     def __init__(
         self,
@@ -116,6 +116,8 @@ class Handler:
         self.name = _describe(func)
         self.model = model  # a fast-depends call model, only when the handler uses Depends
         self.invoke = _invoker(func, inline, error_param, positional, fills, model)
+        simple = model is None and not positional and not fills and _is_async(func)
+        self.alone: Callable[[BaseException], Awaitable[Any]] | None = func if simple else None
 
     def __repr__(self) -> str:
         return f"<Handler {self.name}>"
@@ -143,6 +145,16 @@ def _invoker(
                 return await call(args, kwargs)
 
         return solve
+    if len(positional) == 1 and not fills and _is_async(func):
+        # Starlette-style `(request, exc)`, the common shape: its own coroutine, no wrapper
+        (first,) = positional
+
+        def call_with_first(error: BaseException, context: Mapping[str, Any]) -> Any:
+            if first not in context:  # checked first: a bare KeyError would hide the chain
+                raise LookupError(f"no context value {first!r} for parameter {first!r}")
+            return func(context[first], error)
+
+        return call_with_first
     if positional:
         # Starlette-style `(request, exc)`: an async one hands back its own coroutine too
         run = (lambda args, kwargs: func(*args, **kwargs)) if _is_async(func) else call

@@ -118,7 +118,7 @@ class _State:
 
     def __init__(self, base: _Tables) -> None:
         self.base = base
-        self.layers: dict[Defaults, _Tables] = {}
+        self.layers: dict[Defaults | None, _Tables] = {None: base}  # None: the user's alone
         self.side_effect_only: dict[Defaults | None, _Tables] = {}  # for `publish=False`
 
 
@@ -302,21 +302,20 @@ class ExceptionMiddleware:
         """
         if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
             raise TypeError(f"resolve() takes an exception class, got {safe_repr(exc_type)}")
-        tables = self._tables(defaults) if publish else self._side_effect_tables(defaults)
-        routes = self._routes(tables, exc_type)
+        routes = self._routes(self._tables(defaults, publish), exc_type)
         match = routes.publish or routes.general
         return None if match is None else match.resolution
 
-    def _tables(self, defaults: Defaults | None) -> _Tables:
+    def _tables(self, defaults: Defaults | None, publish: bool = True) -> _Tables:
         state = self._state
-        if defaults is None:
-            return state.base
-        tables = state.layers.get(defaults)
+        tables = (state.layers if publish else state.side_effect_only).get(defaults)
         if tables is None:
-            tables = self._layer(state, defaults)
+            tables = self._layer(state, defaults) if publish else self._side_effect_tables(defaults)
         return tables
 
-    def _layer(self, state: _State, defaults: Defaults) -> _Tables:
+    def _layer(self, state: _State, defaults: Defaults | None) -> _Tables:
+        if defaults is None:
+            return state.base
         with self._lock:
             if defaults not in self._defaults:
                 self._defaults[defaults] = (
@@ -334,20 +333,18 @@ class ExceptionMiddleware:
     def _side_effect_tables(self, defaults: Defaults | None) -> _Tables:
         """The layering without its fallback handlers, with a memo of its own."""
         state = self._state
-        tables = state.side_effect_only.get(defaults)
-        if tables is None:
-            general = (state.base if defaults is None else self._layer(state, defaults)).general
-            tables = state.side_effect_only.setdefault(defaults, _Tables({}, general))
-        return tables
+        general = (state.layers.get(defaults) or self._layer(state, defaults)).general
+        return state.side_effect_only.setdefault(defaults, _Tables({}, general))
 
     def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
-        routes = tables.memo.get(cls)
-        if routes is None:
-            routes = _walk(cls, tables)
-            with self._lock:  # filling is rare; the lock keeps eviction safe across threads
-                if len(tables.memo) >= MEMO_SIZE:
-                    del tables.memo[next(iter(tables.memo))]
-                tables.memo[cls] = routes
+        return tables.memo.get(cls) or self._remember(tables, cls)
+
+    def _remember(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
+        routes = _walk(cls, tables)
+        with self._lock:  # filling is rare; the lock keeps eviction safe across threads
+            if len(tables.memo) >= MEMO_SIZE:
+                del tables.memo[next(iter(tables.memo))]
+            tables.memo[cls] = routes
         return routes
 
     # -- handling -----------------------------------------------------------------------
@@ -370,7 +367,11 @@ class ExceptionMiddleware:
         by leaf, like `except*`. `publish=False` is for errors that have no result to replace
         (FastStream's parser errors): only side-effect handlers are asked.
         """
-        tables = self._tables(defaults) if publish else self._side_effect_tables(defaults)
+        # the error path of every request that fails: lookups spelled out, no call to spare
+        state = self._state
+        tables = (state.layers if publish else state.side_effect_only).get(defaults)
+        if tables is None:
+            tables = self._tables(defaults, publish)
         if isinstance(error, BaseExceptionGroup):
             outcome = await self._handle_group(error, tables, context)
         elif isinstance(error, Exception):
@@ -420,11 +421,12 @@ class ExceptionMiddleware:
         self, error: Exception, tables: _Tables, context: Mapping[str, Any]
     ) -> Awaitable[Outcome | None]:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
-        routes = self._routes(tables, type(error))
-        if routes.publish is not None:
-            return self._run(routes.publish.handler, error, tables, context, publish=True)
-        if routes.general is not None:
-            return self._run(routes.general.handler, error, tables, context, publish=False)
+        cls = type(error)
+        routes = tables.memo.get(cls) or self._remember(tables, cls)
+        if (match := routes.publish) is not None:
+            return self._run(match.handler, error, tables, context, publish=True)
+        if (match := routes.general) is not None:
+            return self._run(match.handler, error, tables, context, publish=False)
         return self._unhandled(error, context)
 
     async def _unhandled(self, error: BaseException, context: Mapping[str, Any]) -> None:
@@ -502,8 +504,9 @@ class ExceptionMiddleware:
         if handler.func is reraise:  # let through, as if excepthub were not there
             return None
         traceback = error.__traceback__
+        alone = handler.alone  # the common handler, called without a wrapper on the way
         try:
-            value = await handler.invoke(error, context)
+            value = await (handler.invoke(error, context) if alone is None else alone(error))
         except Exception as failure:  # cancellation passes straight through, uncounted
             if failure is error:  # re-raised: unhandled, with the traceback it came with
                 error.__traceback__ = traceback

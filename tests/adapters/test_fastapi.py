@@ -328,6 +328,77 @@ async def test_middleware_error_after_its_response_started_is_observed_not_answe
     assert [str(e) for e in seen] == ["late"]
 
 
+def mount_raising(app: FastAPI, path: str, error: Exception, *, answer_first: bool = False) -> None:
+    """Mount at `path` a plain ASGI app (no route of FastAPI's, so no route-level handling)
+    that raises `error`, after sending a 201 if `answer_first`."""
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        if answer_first:
+            await PlainTextResponse("sent", status_code=201)(scope, receive, send)
+        raise error
+
+    app.mount(path, raw)
+
+
+@pytest.mark.anyio
+async def test_error_raised_outside_any_route_reaches_its_handler(
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    exc = ExceptionMiddleware(publish_handlers={Boom: lambda error: {"caught": str(error)}})
+    app = make_app(exc)
+    mount_raising(app, "/raw", Boom("outside"))
+
+    response = await get(app, "/raw/x")
+
+    assert (response.status_code, response.json()) == (500, {"caught": "outside"})
+    assert [r.excepthub_outcome for r in records()] == ["published"]
+
+
+@pytest.mark.anyio
+async def test_error_raised_outside_any_route_goes_to_the_users_native_handlers() -> None:
+    app = make_app(ExceptionMiddleware(publish_handlers={Exception: lambda error: "excepthub"}))
+
+    @app.exception_handler(Boom)
+    async def by_class(request: Request, error: Boom) -> PlainTextResponse:
+        return PlainTextResponse("native class", status_code=409)
+
+    @app.exception_handler(410)
+    async def by_status(request: Request, error: StarletteHTTPException) -> PlainTextResponse:
+        return PlainTextResponse("native status", status_code=410)
+
+    mount_raising(app, "/boom", Boom())
+    mount_raising(app, "/gone", StarletteHTTPException(410))
+
+    assert (await get(app, "/boom/x")).text == "native class"
+    assert (await get(app, "/gone/x")).text == "native status"
+
+
+@pytest.mark.anyio
+async def test_error_raised_outside_any_route_unhandled_is_masked_and_logged_once(
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    app = make_app(ExceptionMiddleware())
+    mount_raising(app, "/raw", Boom("db-7.internal refused"))
+
+    response = await get(app, "/raw/x")
+
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert [r.excepthub_outcome for r in records()] == ["unhandled"]
+
+
+@pytest.mark.anyio
+async def test_error_raised_outside_any_route_after_its_response_started_is_only_observed() -> None:
+    seen: list[BaseException] = []
+    app = make_app(ExceptionMiddleware(handlers={Boom: seen.append}))
+    mount_raising(app, "/raw", Boom("late"), answer_first=True)
+
+    response = await get(app, "/raw/x")
+
+    assert (response.status_code, response.text) == (201, "sent")
+    assert [str(e) for e in seen] == ["late"]
+
+
 @pytest.mark.anyio
 async def test_unknown_route_gets_fastapi_404(
     records: Callable[[], list[logging.LogRecord]],

@@ -22,7 +22,7 @@ import contextlib
 import inspect
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from fastapi import params
@@ -153,25 +153,27 @@ class ExcepthubMiddleware:
         self.registry = registry
         self._failures = _Failures(registry, request_id_header)
         route_level = _install(app, self._failures.dispatch)
-        # Only user middleware between here and the route level can fail before or after the
-        # response started without Starlette telling which; only then is `send` watched.
-        self._watch = route_level is not app
+        # Right above Starlette's ExceptionMiddleware, whose every handler but the user's is
+        # excepthub's now, this middleware does its work in its place: one layer fewer on
+        # every request. Else it calls the middleware below, as any middleware does.
+        self._inner: ASGIApp = app
+        self._handlers: _StarletteHandlers | None = None
+        if route_level is app:
+            handlers = _starlette_handlers(route_level)
+            if handlers is not None:
+                self._inner, self._handlers = route_level.app, handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" and scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        if not self._watch:
-            try:
-                await self.app(scope, receive, send)
-            except Exception as error:
-                await self._failures.escaped(error, scope, receive, send, None)
-            return
+        if self._handlers is not None:  # what Starlette's ExceptionMiddleware sets for routes
+            scope["starlette.exception_handlers"] = self._handlers
         progress = _Progress(send)
         try:
-            await self.app(scope, receive, progress)
+            await self._inner(scope, receive, progress)
         except Exception as error:
-            await self._failures.escaped(error, scope, receive, send, progress)
+            await self._failures.escaped(error, scope, receive, send, progress, self._handlers)
 
 
 class _Progress:
@@ -197,7 +199,23 @@ class _Progress:
         return self.last.startswith("websocket.") and not self.responded
 
 
-def _install(app: ASGIApp, dispatch: Callable[[HTTPConnection, Exception], Any]) -> ASGIApp:
+# Starlette's ExceptionMiddleware's handlers: (by exception class, by HTTP status code).
+_StarletteHandlers = tuple[dict[Any, Any], dict[int, Any]]
+
+
+def _starlette_handlers(layer: StarletteExceptionMiddleware) -> _StarletteHandlers | None:
+    """The handler maps Starlette's ExceptionMiddleware serves, if it keeps them as it does
+    today (`starlette.middleware.exceptions`); `None` otherwise."""
+    handlers = getattr(layer, "_exception_handlers", None)
+    status_handlers = getattr(layer, "_status_handlers", None)
+    if isinstance(handlers, dict) and isinstance(status_handlers, dict):
+        return handlers, status_handlers
+    return None
+
+
+def _install(
+    app: ASGIApp, dispatch: Callable[[HTTPConnection, Exception], Any]
+) -> StarletteExceptionMiddleware:
     """Register `dispatch` in the Starlette `ExceptionMiddleware` below `app`; return it."""
     layer: Any = app
     seen: set[int] = set()
@@ -286,17 +304,6 @@ class _Failures:
         self.registry = registry
         self._header = request_id_header.lower().encode("latin-1")
 
-    def context(self, conn: HTTPConnection) -> dict[str, Any]:
-        """The values handlers can ask for by name: `request` (the `Request`, or the `WebSocket`
-        as FastAPI's own handlers get it), `websocket` (or `None` over HTTP), `correlation_id`.
-        """
-        scope = conn.scope
-        return {
-            "request": conn,
-            "websocket": conn if scope["type"] == "websocket" else None,
-            "correlation_id": self._request_id(scope),
-        }
-
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
             if name == self._header:  # ASGI header names arrive lower-cased
@@ -315,13 +322,21 @@ class _Failures:
         if scope.get(_PASSING) is error:  # let through at route level already
             raise error
         outcome = await self._handle(conn, error, scope.get(_ROUTERS) if from_route else None)
-        if not isinstance(outcome, Outcome):
-            # Unhandled, and logged once by excepthub: answer it here, inside every middleware.
-            return await _answer_unknown(conn, outcome)
-        if outcome.published and scope["type"] == "http":  # the common answer, without an await
-            value = outcome.value
-            return value if isinstance(value, Response) else _render(value, outcome.error)
-        return await _answer(conn, outcome)
+        answer: Any
+        if isinstance(outcome, Outcome) and outcome.published:  # a `Response`, else JSON
+            answer = outcome.value
+            if not isinstance(answer, Response) and scope["type"] == "http":
+                answer = _render(answer, outcome.error)
+        else:  # handled for its effects, or unhandled (logged once): FastAPI's answer, masked
+            failed = outcome.error if isinstance(outcome, Outcome) else outcome
+            handler = _masked_answer(conn, failed)
+            answer = (
+                _InternalServerError() if handler is None else await _call(handler, conn, failed)
+            )
+        if isinstance(conn, WebSocket):
+            await _answer_websocket(conn, answer)
+            return None
+        return answer  # type: ignore[no-any-return]
 
     async def _handle(
         self,
@@ -331,15 +346,28 @@ class _Failures:
     ) -> Outcome | Exception:
         """Ask the routers' registries (innermost first), then the app's: answer the outcome of
         the first that takes `error`, or the error none took (reported already, to be answered
-        FastAPI's way); raise what goes on to the server."""
-        context = self.context(conn)
+        FastAPI's way); raise what goes on to the server.
+
+        The values handlers can ask for by name: `request` (the `Request`, or the `WebSocket`
+        as FastAPI's own handlers get it), `websocket` (or `None` over HTTP), `correlation_id`.
+        """
+        scope = conn.scope
+        websocket = conn if scope["type"] == "websocket" else None
+        correlation_id = self._request_id(scope)
         ask = DEFAULTS
         if routers:
+            context = {"request": conn, "websocket": websocket, "correlation_id": correlation_id}
             outcome, error, ask = await _ask_routers(routers, error, context)
             if outcome is not None:
                 return outcome
         try:
-            return await self.registry.handle(error, defaults=ask, **context)
+            return await self.registry.handle(
+                error,
+                defaults=ask,
+                request=conn,
+                websocket=websocket,
+                correlation_id=correlation_id,
+            )
         except Exception as raised:
             if self._lets_through(conn, error, raised, ask):
                 conn.scope[_PASSING] = raised
@@ -352,10 +380,13 @@ class _Failures:
         scope: Scope,
         receive: Receive,
         send: Send,
-        progress: _Progress | None,
+        progress: _Progress,
+        starlette: _StarletteHandlers | None,
     ) -> None:
-        """An error that reached this middleware: from middleware below it, or after the
-        response started (Starlette reports those as a `RuntimeError` caused by the error)."""
+        """An error that reached this middleware: from middleware below it, from below the
+        routes when it serves in place of Starlette's ExceptionMiddleware (`starlette`, its
+        handlers), or after the response started (Starlette reports those as a `RuntimeError`
+        caused by the error)."""
         if scope.get(_PASSING) is error:
             raise error
         original = _after_response_started(error)
@@ -365,12 +396,18 @@ class _Failures:
         if original is not None:
             await self._handle(conn, original, scope.get(_ROUTERS))
             return
-        if progress is not None and progress.responded:  # raised by middleware: the app's
+        if progress.responded:  # raised by middleware, or below the routes: the app's
             await self._handle(conn, error, None)
             return
-        if isinstance(conn, WebSocket) and progress is not None and progress.accepted:
+        if isinstance(conn, WebSocket) and progress.accepted:
             conn.application_state = WebSocketState.CONNECTED
-        response = await self.dispatch(conn, error, from_route=False)  # a middleware's error
+        if starlette is None:
+            response = await self.dispatch(conn, error, from_route=False)  # a middleware's error
+        else:  # as Starlette's ExceptionMiddleware would: a handler of the user's, or excepthub
+            handler = _starlette_lookup(starlette, error)
+            if handler is None:
+                raise error
+            response = await _call(handler, conn, error)
         if response is not None:
             await response(scope, receive, send)
 
@@ -444,6 +481,16 @@ def _only_leaf(error: Exception) -> BaseException:
     return leaf if not isinstance(leaf, BaseExceptionGroup) else error
 
 
+def _starlette_lookup(handlers: _StarletteHandlers, error: Exception) -> Any:
+    """The handler Starlette picks for `error`: by status code for an `HTTPException`, else
+    the nearest class in its MRO (`starlette._exception_handler`)."""
+    by_class, by_status = handlers
+    handler = by_status.get(error.status_code) if isinstance(error, HTTPException) else None
+    if handler is None:
+        handler = next((by_class[cls] for cls in type(error).__mro__ if cls in by_class), None)
+    return handler
+
+
 def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
     if scope["type"] == "websocket":
         return WebSocket(scope, receive, send)
@@ -451,20 +498,6 @@ def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
 
 
 # -- outcome -> fastapi ---------------------------------------------------------------------
-
-
-async def _answer(conn: HTTPConnection, outcome: Outcome) -> Response | None:
-    """A fallback value: a `Response` as is, anything else as JSON; a handled error: FastAPI's
-    default answer for it, details masked."""
-    if not outcome.published:
-        return await _answer_unknown(conn, outcome.error)
-    value = outcome.value
-    if isinstance(conn, WebSocket):
-        await _answer_websocket(conn, value)
-        return None
-    if isinstance(value, Response):
-        return value
-    return _render(value, outcome.error)
 
 
 def _render(value: Any, error: BaseException) -> Response:
@@ -488,21 +521,40 @@ def _status_code(error: BaseException) -> int:
     return 500
 
 
-async def _answer_unknown(conn: HTTPConnection, error: BaseException) -> Response | None:
-    """FastAPI's answer for `error`: its default handler if it has one, else the app's own
-    `Exception`/500 handler, else 500 "Internal Server Error" (close 1011 on a WebSocket)."""
-    default = _framework_handler(type(error))
-    response: Response | None
-    if default is not None:
-        response = await default(conn, error)
-    elif isinstance(conn, Request) and (handler := _app_error_handler(conn)) is not None:
-        response = await _call(handler, conn, error)
-    else:
-        response = PlainTextResponse(_INTERNAL_ERROR, status_code=500)
-    if isinstance(conn, WebSocket):
-        await _answer_websocket(conn, response)
+class _InternalServerError(PlainTextResponse):
+    """500 "Internal Server Error", FastAPI's answer to an error it knows nothing about, with
+    its body and headers rendered once; each response has a header list of its own, which
+    middleware may add to."""
+
+    _HEADERS: Final = PlainTextResponse(_INTERNAL_ERROR, status_code=500).raw_headers
+
+    def __init__(self) -> None:
+        self.status_code = 500
+        self.background = None
+        self.body = _INTERNAL_ERROR.encode()
+        self.raw_headers = [*self._HEADERS]
+
+
+def _masked_answer(conn: HTTPConnection, error: BaseException) -> Callable[..., Any] | None:
+    """Who gives FastAPI's answer to `error` when no fallback handler did: its default handler
+    if it has one, else the app's own `Exception`/500 handler; `None`: 500 "Internal Server
+    Error" (close 1011 on a WebSocket)."""
+    if isinstance(error, _ANSWERED):
+        for klass in type(error).__mro__:
+            handler = DEFAULTS.publish_handlers.get(klass)
+            if handler is not None:
+                return None if handler is excepthub.reraise else handler
+    if not isinstance(conn, Request):
         return None
-    return response
+    handlers = getattr(conn.scope.get("app"), "exception_handlers", None)
+    if not isinstance(handlers, Mapping):
+        return None
+    handler = handlers.get(Exception) or handlers.get(500)
+    return handler if callable(handler) else None
+
+
+# The classes FastAPI answers itself (a quick `isinstance` before walking the MRO).
+_ANSWERED: Final = tuple(DEFAULTS.publish_handlers)
 
 
 async def _call(handler: Callable[..., Any], *args: Any) -> Any:
@@ -512,24 +564,6 @@ async def _call(handler: Callable[..., Any], *args: Any) -> Any:
     ):
         return await handler(*args)
     return await run_in_threadpool(handler, *args)
-
-
-def _framework_handler(cls: type[BaseException]) -> Callable[..., Awaitable[Any]] | None:
-    answers = DEFAULTS.publish_handlers
-    for klass in cls.__mro__:
-        handler = answers.get(klass)
-        if handler is not None:
-            return None if handler is excepthub.reraise else handler
-    return None
-
-
-def _app_error_handler(conn: HTTPConnection) -> Callable[..., Any] | None:
-    """The app's `@app.exception_handler(Exception)` (or 500), which Starlette would call."""
-    handlers = getattr(conn.scope.get("app"), "exception_handlers", None)
-    if not isinstance(handlers, Mapping):
-        return None
-    handler = handlers.get(Exception) or handlers.get(500)
-    return handler if callable(handler) else None
 
 
 async def _answer_websocket(websocket: WebSocket, value: Any) -> None:
