@@ -309,6 +309,109 @@ async def test_a_fallback_that_breaks_the_output_schema_is_masked_and_logged(
     assert "output schema of tool 'forecast'" in str(record.exc_info[1] if record.exc_info else "")
 
 
+class Raise(Middleware):
+    """An inner middleware that fails the tool call itself: FastMCP's `call_tool` never ran."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def on_call_tool(
+        self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
+    ) -> Any:
+        raise self.error
+
+
+class Reroute(Middleware):
+    """An inner middleware that runs another tool than the one the client named."""
+
+    def __init__(self, to: str) -> None:
+        self.to = to
+
+    async def on_call_tool(
+        self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
+    ) -> Any:
+        message = context.message.model_copy(update={"name": self.to})
+        return await call_next(context.copy(message=message))
+
+
+async def test_a_fallback_for_an_error_raised_outside_the_tool_call_is_converted_too(
+    era: str,
+) -> None:
+    exc = ExceptionMiddleware(publish_handlers={Outage: lambda error: -40.0})
+    async with Client(weather(exc, inner=Raise(Outage(SECRET))), mode=era) as client:
+        result = await client.call_tool("temperature", {"city": "Oslo"})
+    assert result.structured_content == {"result": -40.0}
+    assert result.data == -40.0
+
+
+async def test_a_fallback_for_a_tool_error_the_tool_raises_is_converted_too(era: str) -> None:
+    exc = ExceptionMiddleware(publish_handlers={ToolError: lambda error: -40.0})
+    async with Client(weather(exc, lambda: ToolError("Try a bigger city.")), mode=era) as client:
+        result = await client.call_tool("temperature", {"city": "Oslo"})
+    assert result.structured_content == {"result": -40.0}
+
+
+async def test_a_fallback_is_converted_by_the_tool_the_client_named(era: str) -> None:
+    exc = ExceptionMiddleware(
+        publish_handlers={Outage: lambda error: Forecast(city="Oslo", celsius=19.0)}
+    )
+    mcp = weather(exc, lambda: Outage(SECRET), inner=Reroute(to="temperature"))
+    async with Client(mcp, mode=era) as client:
+        result = await client.call_tool("forecast", {"city": "Oslo"})  # validates the schema
+    assert result.structured_content == {"city": "Oslo", "celsius": 19.0}
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+async def test_a_fallback_that_breaks_the_output_schema_outside_the_tool_call_is_masked(
+    era: str, logs: pytest.LogCaptureFixture
+) -> None:
+    exc = ExceptionMiddleware(publish_handlers={Outage: lambda error: {"city": SECRET}})
+    async with Client(weather(exc, inner=Raise(Outage(SECRET))), mode=era) as client:
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    assert (result.is_error, text(result)) == (True, "Error calling tool 'forecast'")
+    [record] = [r for r in logs.records if r.name == "excepthub.fastmcp"]
+    assert "output schema of tool 'forecast'" in str(record.exc_info[1] if record.exc_info else "")
+
+
+async def test_a_fallback_with_no_structured_content_for_an_output_schema_is_masked(
+    era: str, logs: pytest.LogCaptureFixture
+) -> None:
+    exc = ExceptionMiddleware(publish_handlers={Outage: lambda error: b"\x00raw"})
+    async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    assert (result.is_error, text(result)) == (True, "Error calling tool 'forecast'")
+    [record] = [r for r in logs.records if r.name == "excepthub.fastmcp"]
+    assert "no structured content" in str(record.exc_info[1] if record.exc_info else "")
+
+
+async def test_a_masked_result_is_the_tool_result_fastmcp_would_build(era: str) -> None:
+    answers: list[ToolResult] = []
+
+    class Outer(Middleware):
+        async def on_call_tool(
+            self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
+        ) -> Any:
+            answers.append(await call_next(context))
+            return answers[-1]
+
+    exc = ExceptionMiddleware(handlers={Outage: lambda error: None})
+    mcp = weather(exc, lambda: Outage(SECRET))
+    mcp.middleware.insert(0, Outer())
+    async with Client(mcp, mode=era) as client:
+        await client.call_tool_mcp("forecast", {"city": "Oslo"})
+        await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    expected = ToolResult(
+        content=[mcp_types.TextContent(type="text", text="Error calling tool 'forecast'")],
+        is_error=True,
+    )
+    [first, second] = answers
+    assert first == expected
+    assert first.model_fields_set == expected.model_fields_set
+    assert first.content[0].model_fields_set == expected.content[0].model_fields_set
+    assert first is not second  # each call gets its own: an outer middleware may change it
+    assert first.content is not second.content
+
+
 async def test_deny_gives_an_is_error_result_with_the_handlers_message(era: str) -> None:
     exc = ExceptionMiddleware()
 

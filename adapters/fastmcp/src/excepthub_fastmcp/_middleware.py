@@ -29,7 +29,7 @@ from fastmcp.resources.base import convert_raw_to_resource_result
 from fastmcp.server.context import Context as FastMCPContext
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.server.server import FastMCP
-from fastmcp.tools import ToolResult
+from fastmcp.tools import Tool, ToolResult
 from fastmcp.tools import function_tool as _function_tool
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
@@ -103,12 +103,17 @@ def unwrap(error: Exception) -> Exception:
 
 
 def _raised_in(error: BaseException) -> CodeType | None:
+    frame = _raising_frame(error)
+    return None if frame is None else frame.f_code
+
+
+def _raising_frame(error: BaseException) -> FrameType | None:
     tb = error.__traceback__
     if tb is None:
         return None
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame.f_code
+    return tb.tb_frame
 
 
 # -- plug-in --------------------------------------------------------------------------------
@@ -187,15 +192,16 @@ class ExcepthubMiddleware(Middleware):
                 attempts = _Attempts(self.registry, call_next, context, sys._getframe())
                 result = await self.registry.call_with_retries(attempts, **_values(context))
         except Exception as raised:
-            frame = sys._getframe()
-            held = _HELD.pop(frame, None) if _HELD else None
+            # `sys._getframe()` each time, never kept in a local: a frame that refers to itself
+            # is a reference cycle, kept with all it holds until the garbage collector runs
+            held = _HELD.pop(sys._getframe(), None) if _HELD else None
             if attempts is not None:
                 raised = attempts.as_raised(raised)
             try:
                 return await self._recover(raised, context, answers, held)
             finally:
-                if _HELD and frame in _HELD:  # logged while a handler ran: not this error's
-                    _release(_HELD.pop(frame))
+                if _HELD:  # logged while a handler ran: not this error's
+                    _release(_HELD.pop(sys._getframe(), None))
         except BaseException:  # cancelled: nothing to hold on to
             if _HELD:
                 _HELD.pop(sys._getframe(), None)
@@ -223,7 +229,7 @@ class ExcepthubMiddleware(Middleware):
             self._settle(held, "unhandled" if escaped is error else "failed")
             return answers.masked(context)
         self._settle(held, "published" if outcome.published else "handled")
-        return await _reply(answers, outcome, context)
+        return await _reply(answers, outcome, context, raised)
 
     def _settle(self, held: list[logging.LogRecord] | None, kind: OutcomeKind) -> None:
         if not self.registry.logs(kind):  # excepthub does not write it: FastMCP's log stands
@@ -424,28 +430,36 @@ class _Answers(Protocol):
 
     def masked(self, context: MiddlewareContext[Any]) -> Any: ...
 
-    async def convert(self, value: Any, context: MiddlewareContext[Any]) -> Any: ...
+    async def convert(
+        self, value: Any, context: MiddlewareContext[Any], raised: Exception
+    ) -> Any: ...
 
     def deny(self, denial: Denial) -> Any: ...
 
     def guide(self, result: Any, guidance: str) -> Any: ...
 
 
-async def _convert(answers: _Answers, value: Any, context: MiddlewareContext[Any]) -> Any:
+async def _convert(
+    answers: _Answers, value: Any, context: MiddlewareContext[Any], raised: Exception
+) -> Any:
     if isinstance(value, MCPErrorReply):
         raise value.to_mcp_error() from None
     if isinstance(value, Denial):
         return answers.deny(value)
     if isinstance(value, Guided):
-        return answers.guide(await _convert(answers, value.value, context), value.guidance)
-    return await answers.convert(value, context)
+        converted = await _convert(answers, value.value, context, raised)
+        return answers.guide(converted, value.guidance)
+    return await answers.convert(value, context, raised)
 
 
-async def _reply(answers: _Answers, outcome: Outcome, context: MiddlewareContext[Any]) -> Any:
+async def _reply(
+    answers: _Answers, outcome: Outcome, context: MiddlewareContext[Any], raised: Exception
+) -> Any:
+    """What the client gets for a handled error; `raised` is what FastMCP raised for it."""
     if not outcome.published:  # a side-effect handler ran: the client learns only that it failed
         return answers.masked(context)
     try:
-        return await _convert(answers, outcome.value, context)
+        return await _convert(answers, outcome.value, context, raised)
     except MCPError:
         raise
     except Exception:  # the handler's value does not fit (a tool's output schema, say)
@@ -476,11 +490,12 @@ class _ToolAnswers:
     def masked(self, context: MiddlewareContext[Any]) -> ToolResult:
         return _error_result(f"Error calling tool {context.message.name!r}")
 
-    async def convert(self, value: Any, context: MiddlewareContext[Any]) -> ToolResult:
+    async def convert(
+        self, value: Any, context: MiddlewareContext[Any], raised: Exception
+    ) -> ToolResult:
         if isinstance(value, ToolResult):
             return value
-        server = _server(context)
-        tool = None if server is None else await server.get_tool(context.message.name)
+        tool = await _failed_tool(context, raised)
         if tool is None:
             return ToolResult(content=[] if value is None else value)
         result = tool.convert_result(value)  # as FastMCP converts the tool's own return value
@@ -500,6 +515,32 @@ class _ToolAnswers:
         )
 
 
+_CALL_TOOL: Final = FastMCP.call_tool.__code__
+
+
+async def _failed_tool(context: MiddlewareContext[Any], raised: Exception) -> Tool | None:
+    """The tool whose call failed: the one `FastMCP.call_tool` ran, else looked up by name."""
+    server = _server(context)
+    if server is None:
+        return None
+    name = context.message.name
+    # FastMCP raises its wrapper in the frame of `call_tool` that holds the tool it ran: reading
+    # it saves `get_tool`, which asks every provider and transform again (~100 µs). Only that
+    # server's call of this name, with no version asked for, is the tool `get_tool` would find.
+    frame = _raising_frame(raised)
+    if frame is not None and frame.f_code is _CALL_TOOL:
+        ran = frame.f_locals
+        tool = ran.get("tool")
+        if (
+            ran.get("self") is server
+            and ran.get("version") is None
+            and isinstance(tool, Tool)
+            and tool.name == name
+        ):
+            return tool
+    return await server.get_tool(name)
+
+
 _VALIDATORS: dict[int, tuple[dict[str, Any], Any]] = {}  # by schema identity, bounded
 
 
@@ -511,12 +552,14 @@ def _check_output(name: str, schema: dict[str, Any], structured: dict[str, Any] 
         if len(_VALIDATORS) >= 256:
             del _VALIDATORS[next(iter(_VALIDATORS))]
         _VALIDATORS[id(schema)] = cached
-    error = None if structured is None else best_match(cached[1].iter_errors(structured))
-    if structured is None or error is not None:
-        problem = "no structured content" if error is None else error.message
-        raise ValueError(
-            f"the value does not satisfy the output schema of tool {name!r}: {problem}"
-        )
+    validator = cached[1]
+    if structured is None:
+        problem = "no structured content"
+    elif validator.is_valid(structured):
+        return
+    else:  # the message of the most relevant error, computed only for a value that fails
+        problem = best_match(validator.iter_errors(structured)).message
+    raise ValueError(f"the value does not satisfy the output schema of tool {name!r}: {problem}")
 
 
 def _error_result(text: str) -> ToolResult:
@@ -529,7 +572,9 @@ class _ResourceAnswers:
     def masked(self, context: MiddlewareContext[Any]) -> NoReturn:
         _raise_masked(f"Error reading resource {str(context.message.uri)!r}")
 
-    async def convert(self, value: Any, context: MiddlewareContext[Any]) -> ResourceResult:
+    async def convert(
+        self, value: Any, context: MiddlewareContext[Any], raised: Exception
+    ) -> ResourceResult:
         if isinstance(value, ResourceResult):
             return value
         uri = str(context.message.uri)
@@ -554,7 +599,9 @@ class _PromptAnswers:
     def masked(self, context: MiddlewareContext[Any]) -> NoReturn:
         _raise_masked(f"Error rendering prompt {context.message.name!r}")
 
-    async def convert(self, value: Any, context: MiddlewareContext[Any]) -> PromptResult:
+    async def convert(
+        self, value: Any, context: MiddlewareContext[Any], raised: Exception
+    ) -> PromptResult:
         if isinstance(value, PromptResult):
             return value
         server = _server(context)
