@@ -4,27 +4,32 @@ Two apps with the same endpoints: `native` registers each handler with
 `app.add_exception_handler` (what `@app.exception_handler` does), `excepthub` passes
 `excepthub_fastapi.middleware(registry)` to the constructor, with the same handler function
 where FastAPI can call it (a Starlette-style `(request, exc)` handler is taken as is). Each
-request is driven two ways: straight into the ASGI app with a prebuilt scope, `receive` and
-`send` (the least noise: what is measured is FastAPI's own work per request), and through
-`httpx.AsyncClient` with `httpx.ASGITransport` (what a test client sees). One more happy-path
-row compares excepthub with an app whose only middleware is a pure ASGI pass-through, the least
-any middleware layer costs. No floor column: FastAPI's native handling costs about what an
-endpoint catching its own error costs (within this machine's noise), so an own-cost ratio would
-be noise over noise.
+request is driven three ways: straight into the ASGI app with a prebuilt scope, `receive` and
+`send` (the least noise: what is measured is FastAPI's own work per request); through
+`httpx.AsyncClient` with `httpx.ASGITransport` (what a test client sees); and, for reference,
+through uvicorn on 127.0.0.1 (on this event loop, one keep-alive connection per side), where a
+request costs about a millisecond and what either side adds is below the noise. One more
+happy-path row compares excepthub with an app whose only middleware is a pure ASGI
+pass-through, the least any middleware layer costs. No floor column: FastAPI's native handling
+costs about what an endpoint catching its own error costs (within this machine's noise), so an
+own-cost ratio would be noise over noise.
 
 Handlers and dependencies are async (a sync one goes to the threadpool on both sides). Logging
-is off: the registry has `logger=None`; Starlette logs nothing on these paths, and no server
-runs.
+is off: the registry has `logger=None`, uvicorn's access log is off, and Starlette logs nothing
+on these paths.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.middleware import Middleware
@@ -216,6 +221,30 @@ def through_httpx(clients: dict[str, httpx.AsyncClient], side: str, path: str) -
     return one
 
 
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` served by uvicorn on a free port of 127.0.0.1, on this event loop, until the block
+    ends; yields a client of it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises what stopped it
+            await asyncio.sleep(0.01)
+        port = sock.getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
 def cases() -> list[Case]:
     native, ours = _native(), _excepthub()
 
@@ -251,6 +280,31 @@ def cases() -> list[Case]:
             target=target,
         )
 
+    def over_uvicorn(
+        name: str, path: str, expected: tuple[int, bytes], target: float | None = None
+    ) -> Case:
+        clients: dict[str, httpx.AsyncClient] = {}
+        theirs = through_httpx(clients, "native", path)
+        mine = through_httpx(clients, "ours", path)
+
+        @asynccontextmanager
+        async def setup() -> AsyncIterator[None]:
+            async with served(native) as a, served(ours) as b:
+                clients.update(native=a, ours=b)
+                async with _answers(expected, theirs, mine)():
+                    yield
+
+        return Case(
+            GROUP,
+            f"{name} (uvicorn)",
+            NATIVE,
+            theirs,
+            mine,
+            batch=40,
+            setup=setup,
+            target=target,
+        )
+
     layer, mine = asgi(_pass_through(), "/ok"), asgi(ours, "/ok")
     one_layer = Case(
         GROUP,
@@ -270,6 +324,10 @@ def cases() -> list[Case]:
         direct("error, fallback JSONResponse", "/fallback", found, target=1.0),
         over_httpx("error, fallback JSONResponse", "/fallback", found, target=1.0),
         direct("error, side-effect handler -> masked 500", "/side-effect", masked, target=1.0),
+        # for reference: a served request costs ~1 ms here, far above what either side adds
+        over_uvicorn("happy path", "/ok", (200, b'{"ok":true}')),
+        over_uvicorn("error, fallback JSONResponse", "/fallback", found),
+        over_uvicorn("error, side-effect handler -> masked 500", "/side-effect", masked),
         direct(
             "error, fallback with request injected",
             "/request",

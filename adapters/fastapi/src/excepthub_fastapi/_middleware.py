@@ -23,7 +23,7 @@ import inspect
 import itertools
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from fastapi import params
 from fastapi.encoders import jsonable_encoder
@@ -333,8 +333,8 @@ class _Failures:
             answer = (
                 _InternalServerError() if handler is None else await _call(handler, conn, failed)
             )
-        if isinstance(conn, WebSocket):
-            await _answer_websocket(conn, answer)
+        if scope["type"] == "websocket":  # not `isinstance`: an ABC's check costs a call
+            await _answer_websocket(cast(WebSocket, conn), answer)
             return None
         return answer  # type: ignore[no-any-return]
 
@@ -506,7 +506,8 @@ def _render(value: Any, error: BaseException) -> Response:
     as on `HTTPException`; 422 for validation errors; else 500) and its `headers`."""
     status_code = _status_code(error)
     headers = getattr(error, "headers", None)
-    headers = headers if isinstance(headers, Mapping) else None
+    if headers is not None and not isinstance(headers, Mapping):
+        headers = None
     if not is_body_allowed_for_status_code(status_code):
         return Response(status_code=status_code, headers=headers)
     return JSONResponse(jsonable_encoder(value), status_code=status_code, headers=headers)
@@ -544,10 +545,10 @@ def _masked_answer(conn: HTTPConnection, error: BaseException) -> Callable[..., 
             handler = DEFAULTS.publish_handlers.get(klass)
             if handler is not None:
                 return None if handler is excepthub.reraise else handler
-    if not isinstance(conn, Request):
+    if conn.scope["type"] != "http":
         return None
     handlers = getattr(conn.scope.get("app"), "exception_handlers", None)
-    if not isinstance(handlers, Mapping):
+    if not isinstance(handlers, dict):
         return None
     handler = handlers.get(Exception) or handlers.get(500)
     return handler if callable(handler) else None
