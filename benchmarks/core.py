@@ -108,7 +108,7 @@ def _scaling() -> Iterator[Case]:
         exc = ExceptionMiddleware(logger=None)
         exc.add_handler(classes[1], publish=True)(fallback)  # the farthest ancestor
         for n in range(count - 1):
-            exc.add_handler(type(f"Other{n}", (Exception,), {}))(fallback)
+            exc.add_handler(type(f"Other{n}", (Exception,), {}), publish=True)(fallback)
 
         async def floor(leaf: type[Exception] = leaf) -> str:
             try:
