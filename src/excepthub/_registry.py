@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType
 from typing import (
     Any,
@@ -349,7 +349,7 @@ class ExceptionMiddleware:
 
     # -- handling -----------------------------------------------------------------------
 
-    async def handle(
+    def handle(
         self,
         error: BaseException,
         /,
@@ -357,8 +357,8 @@ class ExceptionMiddleware:
         defaults: Defaults | None = None,
         publish: bool = True,
         **context: Any,
-    ) -> Outcome:
-        """Hand `error` to its handler and answer the `Outcome`, or re-raise it.
+    ) -> Coroutine[Any, Any, Outcome]:
+        """Hand `error` to its handler: await it for the `Outcome`, or for `error` re-raised.
 
         `context` holds the values handlers may ask for by name or with `Context` (adapters
         pass the request, the message, the MCP context, and `correlation_id`). With no
@@ -366,21 +366,20 @@ class ExceptionMiddleware:
         `Exception` (cancellation) always propagates. Exception groups are taken apart leaf
         by leaf, like `except*`. `publish=False` is for errors that have no result to replace
         (FastStream's parser errors): only side-effect handlers are asked.
+
+        A plain function that hands back the coroutine doing the work (nothing happens until
+        it is awaited): the error path of every failed request or message, one coroutine
+        fewer than an `async def` calling it.
         """
-        # the error path of every request that fails: lookups spelled out, no call to spare
         state = self._state
         tables = (state.layers if publish else state.side_effect_only).get(defaults)
         if tables is None:
             tables = self._tables(defaults, publish)
         if isinstance(error, BaseExceptionGroup):
-            outcome = await self._handle_group(error, tables, context)
-        elif isinstance(error, Exception):
-            outcome = await self._handle_one(error, tables, context)
-        else:
-            _propagate(error)
-        if outcome is None:
-            _propagate(error)
-        return outcome
+            return self._handle_group(error, tables, context)
+        if isinstance(error, Exception):
+            return self._handle_one(error, tables, context)
+        return _raising(error)
 
     async def call_with_retries(self, work: Callable[[], Awaitable[_T]], /, **context: Any) -> _T:
         """Run `work()`, again while it fails with a transient error and attempts remain.
@@ -419,7 +418,7 @@ class ExceptionMiddleware:
 
     def _handle_one(
         self, error: Exception, tables: _Tables, context: Mapping[str, Any]
-    ) -> Awaitable[Outcome | None]:
+    ) -> Coroutine[Any, Any, Outcome]:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         cls = type(error)
         routes = tables.memo.get(cls) or self._remember(tables, cls)
@@ -429,15 +428,16 @@ class ExceptionMiddleware:
             return self._run(match.handler, error, tables, context, publish=False)
         return self._unhandled(error, context)
 
-    async def _unhandled(self, error: BaseException, context: Mapping[str, Any]) -> None:
+    async def _unhandled(self, error: Exception, context: Mapping[str, Any]) -> NoReturn:
         await self._report("unhandled", error, None, context)
+        _propagate(error)
 
     async def _handle_group(
         self,
         group: BaseExceptionGroup[BaseException],
         tables: _Tables,
         context: Mapping[str, Any],
-    ) -> Outcome | None:
+    ) -> Outcome:
         routes = self._routes(tables, type(group))  # handlers keyed on group classes
         if (match := routes.publish or routes.general) is not None and isinstance(group, Exception):
             return await self._run(
@@ -445,11 +445,11 @@ class ExceptionMiddleware:
             )
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
-            return (
-                await self._handle_one(leaf, tables, context)
-                if isinstance(leaf, Exception)
-                else None
-            )
+            if isinstance(leaf, Exception):
+                outcome = await _unless_let_through(self._handle_one(leaf, tables, context), leaf)
+                if outcome is not None:
+                    return outcome
+            _propagate(group)  # not taken: the group goes on as it came
         published: Outcome | None = None
         first: Outcome | None = None
         unhandled: list[BaseException] = []
@@ -458,17 +458,14 @@ class ExceptionMiddleware:
             outcome = None
             if isinstance(leaf, Exception):
                 routes = self._routes(tables, type(leaf))
+                if routes.publish is not None and published is None:
+                    run = self._run(routes.publish.handler, leaf, tables, context, publish=True)
+                elif (match := routes.general or routes.publish) is not None:
+                    run = self._run(match.handler, leaf, tables, context, publish=False)
+                else:
+                    run = self._unhandled(leaf, context)
                 try:
-                    if routes.publish is not None and published is None:
-                        outcome = await self._run(
-                            routes.publish.handler, leaf, tables, context, publish=True
-                        )
-                    elif (match := routes.general or routes.publish) is not None:
-                        outcome = await self._run(
-                            match.handler, leaf, tables, context, publish=False
-                        )
-                    else:
-                        await self._unhandled(leaf, context)
+                    outcome = await _unless_let_through(run, leaf)
                 except Exception as failure:  # like except*: the other leaves still go to theirs
                     failures.append(failure)
                     continue
@@ -485,7 +482,7 @@ class ExceptionMiddleware:
             raise BaseExceptionGroup("", [*failures, *([rest] if rest is not None else [])])
         handled = published or first
         if handled is None:
-            return None
+            _propagate(group)
         if unhandled:
             rest = remainder(group, {id(leaf) for leaf in unhandled})
             assert rest is not None
@@ -500,9 +497,11 @@ class ExceptionMiddleware:
         context: Mapping[str, Any],
         *,
         publish: bool,
-    ) -> Outcome | None:
+    ) -> Outcome:
+        """Call `handler` for `error`: its `Outcome`, or `error` raised on unchanged when the
+        handler lets it through (a pass-through, or a handler that re-raised it)."""
         if handler.func is reraise:  # let through, as if excepthub were not there
-            return None
+            _propagate(error)
         traceback = error.__traceback__
         alone = handler.alone  # the common handler, called without a wrapper on the way
         try:
@@ -511,7 +510,7 @@ class ExceptionMiddleware:
             if failure is error:  # re-raised: unhandled, with the traceback it came with
                 error.__traceback__ = traceback
                 await self._report("unhandled", error, handler.func, context)
-                return None
+                _propagate(error)
             _chain(failure, error)
             # raising what the framework lets through (FastStream's NackMessage) is steering
             steered = self._passes_through(tables, failure)
@@ -565,6 +564,23 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
     if reraise not in (publish.handler.func, general.handler.func):
         return _Routes(publish, general)
     return _Routes(None, general) if general_at < publish_at else _Routes(publish, None)
+
+
+async def _unless_let_through(run: Awaitable[Outcome], leaf: Exception) -> Outcome | None:
+    """Await the handling of one leaf of a group: its `Outcome`, or `None` when the leaf went
+    on unhandled (with the traceback it came with: it goes on inside its group)."""
+    traceback = leaf.__traceback__
+    try:
+        return await run
+    except Exception as failure:
+        if failure is not leaf:
+            raise
+        leaf.__traceback__ = traceback
+        return None
+
+
+async def _raising(error: BaseException) -> NoReturn:
+    _propagate(error)
 
 
 def _propagate(error: BaseException) -> NoReturn:
