@@ -218,6 +218,17 @@ def test_any_handler_is_accepted_or_refused_with_a_type_error(handler: Any, publ
         assert (exc.publish_handlers if publish else exc.handlers)[ValueError] is handler
 
 
+def test_a_handler_whose_class_has_a_broken_repr_is_refused_with_a_type_error() -> None:
+    exc = registry()
+    before = snapshot(exc)
+
+    # inspect.signature calls the class's repr to word its own error
+    with pytest.raises(TypeError, match=r"BrokenMeta object at .* no signature to read"):
+        exc.add_handler(ValueError)(BrokenClassRepr)
+
+    assert snapshot(exc) == before
+
+
 @SETTINGS
 @given(key=keys, handler=handlers, publish=anything, inline=anything)
 def test_any_registration_is_accepted_or_refused_with_a_type_error(

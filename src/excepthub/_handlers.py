@@ -184,7 +184,7 @@ def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provide
         raise TypeError(f"handler {_describe(func)} is a generator; a handler returns its value")
     try:
         signature = inspect.signature(func)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # TypeError, ValueError, or what a broken repr raises in inspect
         raise TypeError(f"handler {safe_repr(func)} has no signature to read: {error}") from None
     params = list(signature.parameters.values())
     annotations = _annotations(func, params)
