@@ -16,6 +16,13 @@ import uvicorn
 def uvicorn_on_loopback(app: Any, **config: Any) -> Iterator[int]:
     """Serve `app` until the block ends; yields the port. `log_config=None` by default, so that
     uvicorn's records reach the root logger (and the tests listening there)."""
+    with uvicorn_server_on_loopback(app, **config) as (port, _):
+        yield port
+
+
+@contextmanager
+def uvicorn_server_on_loopback(app: Any, **config: Any) -> Iterator[tuple[int, uvicorn.Server]]:
+    """`uvicorn_on_loopback`, yielding the server too (to ask it whether it is idle)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, **{"log_config": None, **config}))
@@ -28,8 +35,14 @@ def uvicorn_on_loopback(app: Any, **config: Any) -> Iterator[int]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield sock.getsockname()[1]
+        yield sock.getsockname()[1], server
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def is_idle(server: uvicorn.Server) -> bool:
+    """No connection open and no request task left: what a request leaves behind is settled."""
+    state = server.server_state
+    return not state.connections and all(task.done() for task in state.tasks)
