@@ -9,7 +9,9 @@ Two places catch errors, both owned by `ExcepthubMiddleware`:
   middleware (CORS headers included), and never re-raised into the server;
 - its own place in `middleware=[...]`: errors raised by the user middleware listed after it,
   and errors raised after the response started (yield-dependency teardown, background tasks,
-  streaming bodies), which it observes and swallows.
+  streaming bodies), which it observes and swallows. Listed last, right above Starlette's
+  `ExceptionMiddleware`, it does that middleware's work in its place (the routes' handler
+  table; what escapes below the routes, to the user's handler for it if any): a layer fewer.
 
 A router's own registry comes in as a dependency, `router_handlers(registry)`: it marks the
 request, and the dispatcher asks the registries of the routers the request went through first,
@@ -139,7 +141,7 @@ class ExcepthubMiddleware:
     construction it finds Starlette's `ExceptionMiddleware` below it and registers its
     route-level dispatcher there: for `Exception`, and in place of the framework's default
     handlers (handlers the user registered with `@app.exception_handler` stay and win for
-    their classes).
+    their classes). Right above that middleware, it also does its work in its place.
     """
 
     def __init__(
