@@ -135,6 +135,15 @@ def _invoker(
     model: Any,
 ) -> _Invoke:
     call = _caller(func, inline=inline)
+    if model is not None and model.call is func:  # an async handler: fast-depends calls it
+
+        async def solve_and_call(error: BaseException, context: Mapping[str, Any]) -> Any:
+            async with AsyncExitStack() as stack:  # yield dependencies close after the handler
+                return await model.asolve(
+                    stack=stack, cache_dependencies={}, **{**context, error_param: error}
+                )
+
+        return solve_and_call
     if model is not None:
 
         async def solve(error: BaseException, context: Mapping[str, Any]) -> Any:
@@ -217,7 +226,8 @@ def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provide
         if error_param.kind is inspect.Parameter.VAR_POSITIONAL:
             raise TypeError(f"handler {_describe(func)} with Depends must name its error parameter")
         model = build_call_model(func, dependency_provider=provider, is_sync=False)
-        model.call = _collect_arguments  # solve the arguments; the handler is called by us
+        if not _is_async(func):  # solve the arguments; we call it, inline or in a thread
+            model.call = _collect_arguments
     return Handler(
         func,
         inline=inline,
