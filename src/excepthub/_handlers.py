@@ -276,7 +276,8 @@ def _caller(
             result = func(*args, **kwargs)
         else:  # a blocking handler must not stall the event loop
             (result,) = await anyio.to_thread.run_sync(_boxed, func, args, kwargs)
-        if inspect.isawaitable(result):  # a sync callable that hands back a coroutine
+        # a sync callable that hands back a coroutine (None, the usual answer, skips the check)
+        if result is not None and inspect.isawaitable(result):
             result = await result
         return result
 
