@@ -135,23 +135,15 @@ def _invoker(
     model: Any,
 ) -> _Invoke:
     call = _caller(func, inline=inline)
-    if model is not None and model.call is func:  # an async handler: fast-depends calls it
-
-        async def solve_and_call(error: BaseException, context: Mapping[str, Any]) -> Any:
-            async with AsyncExitStack() as stack:  # yield dependencies close after the handler
-                return await model.asolve(
-                    stack=stack, cache_dependencies={}, **{**context, error_param: error}
-                )
-
-        return solve_and_call
     if model is not None:
+        called = model.call is func  # an async handler: fast-depends calls it; a sync one, we do
 
         async def solve(error: BaseException, context: Mapping[str, Any]) -> Any:
             async with AsyncExitStack() as stack:  # yield dependencies close after the handler
-                args, kwargs = await model.asolve(
+                solved = await model.asolve(
                     stack=stack, cache_dependencies={}, **{**context, error_param: error}
                 )
-                return await call(args, kwargs)
+                return solved if called else await call(*solved)
 
         return solve
     if len(positional) == 1 and not fills and _is_async(func):
