@@ -187,6 +187,27 @@ async def test_later_unannotated_parameter_named_exc_gets_the_error() -> None:
     assert (await exc.handle(error, request=Request("ada"))).value == ("ada", error)
 
 
+@pytest.mark.parametrize("name", ["_", "req", "conn"])
+async def test_parameter_before_the_error_gets_the_request_whatever_its_name(name: str) -> None:
+    exc = ExceptionMiddleware(logger=None)
+    namespace: dict[str, Any] = {}
+    exec(f"async def handler({name}, exc: ValueError):\n    return ({name}, exc)", namespace)
+    exc.add_handler(ValueError, publish=True)(namespace["handler"])
+    error = ValueError()
+
+    assert (await exc.handle(error, request="the request")).value == ("the request", error)
+
+
+async def test_parameter_before_the_error_named_like_a_value_gets_that_value() -> None:
+    exc = ExceptionMiddleware(logger=None)
+
+    @exc.add_handler(ValueError, publish=True)
+    async def handler(websocket: object, exc: ValueError) -> object:
+        return websocket
+
+    assert (await exc.handle(ValueError(), request="r", websocket="ws")).value == "ws"
+
+
 async def test_missing_value_for_a_parameter_before_the_error_is_a_lookup_error() -> None:
     exc = ExceptionMiddleware(logger=None)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from excepthub import ErrorEvent, ExceptionMiddleware, reraise
+from excepthub import Defaults, ErrorEvent, ExceptionMiddleware, reraise
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +30,10 @@ async def fallback(error: Exception) -> str:
 
 async def side_effect(error: Exception) -> None:
     return None
+
+
+async def reraise_it(error: Exception) -> None:
+    raise error
 
 
 async def fails(error: Exception) -> None:
@@ -205,6 +209,46 @@ async def test_reraise_handler_is_not_logged(caplog: pytest.LogCaptureFixture) -
     await outcome_of(exc, PaymentDeclined())
 
     assert caplog.records == []
+
+
+async def test_unhandled_error_the_framework_logs_is_counted_and_shown_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+    exc = registry(on_error=[lambda event: seen.append(event.outcome)])
+    framework = Defaults("framework", logs_unhandled=True)
+
+    with pytest.raises(LookupError):
+        await exc.handle(LookupError("no handler"), defaults=framework)
+
+    assert records(caplog) == []
+    assert seen == ["unhandled"]
+    assert exc.get_error_stats() == {"LookupError": {"unhandled": 1}}
+
+
+async def test_a_handler_that_reraises_under_a_framework_that_logs_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exc = ExceptionMiddleware(handlers={ValueError: reraise_it})
+
+    with pytest.raises(ValueError, match="again"):
+        await exc.handle(ValueError("again"), defaults=Defaults("f", logs_unhandled=True))
+
+    assert records(caplog) == []
+    assert exc.get_error_stats() == {"ValueError": {"unhandled": 1}}
+
+
+async def test_handled_errors_are_still_logged_under_a_framework_that_logs_unhandled_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await outcome_of(registry(), KeyError("k"), defaults=Defaults("f", logs_unhandled=True))
+
+    assert [r.levelno for r in records(caplog)] == [logging.WARNING]
+
+
+def test_logs_unhandled_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="logs_unhandled must be a bool"):
+        Defaults("f", logs_unhandled="yes")  # type: ignore[arg-type]
 
 
 def test_registry_tells_whether_it_logs_an_outcome(caplog: pytest.LogCaptureFixture) -> None:

@@ -27,6 +27,9 @@ _EMPTY: Final = inspect.Parameter.empty
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 ERROR_NAMES: Final = frozenset({"exc", "error", "exception"})
 """Names that mark a later, unannotated positional parameter as the error's: `(request, exc)`."""
+LEADING: Final = "request"
+"""The context value that a parameter before the error's receives when no value is named like it:
+Starlette-style `(request, exc)` handlers come over whatever they call it (`_`, `req`, `conn`)."""
 
 
 def Context(name: str = "", *, default: Any = _EMPTY) -> Any:
@@ -151,9 +154,7 @@ def _invoker(
         (first,) = positional
 
         def call_with_first(error: BaseException, context: Mapping[str, Any]) -> Any:
-            if first not in context:  # checked first: a bare KeyError would hide the chain
-                raise LookupError(f"no context value {first!r} for parameter {first!r}")
-            return func(context[first], error)
+            return func(_leading(first, context), error)
 
         return call_with_first
     if positional:
@@ -161,10 +162,7 @@ def _invoker(
         run = (lambda args, kwargs: func(*args, **kwargs)) if _is_async(func) else call
 
         def call_after_positional(error: BaseException, context: Mapping[str, Any]) -> Any:
-            for name in positional:  # checked first: a bare KeyError would hide the error's chain
-                if name not in context:
-                    raise LookupError(f"no context value {name!r} for parameter {name!r}")
-            args = (*[context[name] for name in positional], error)
+            args = (*[_leading(name, context) for name in positional], error)
             return run(args, _fill(fills, context) if fills else {})
 
         return call_after_positional
@@ -175,6 +173,16 @@ def _invoker(
     if not fills:
         return lambda error, context: call((error,), {})
     return lambda error, context: call((error,), _fill(fills, context))
+
+
+def _leading(name: str, context: Mapping[str, Any]) -> Any:
+    """The value of a parameter before the error's: the one named like it, else `LEADING`."""
+    if name in context:
+        return context[name]
+    if LEADING in context:
+        return context[LEADING]
+    # raised here, not as a bare KeyError, which would hide the error's chain
+    raise LookupError(f"no context value {name!r} (nor {LEADING!r}) for parameter {name!r}")
 
 
 def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provider) -> Handler:

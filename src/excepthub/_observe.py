@@ -86,13 +86,16 @@ class Observer:
         handler: Callable[..., Any] | None,
         context: Mapping[str, Any],
         detail: str = "",
+        *,
+        log: bool = True,
     ) -> None:
-        """Count and log one error's outcome; the caller awaits `notify` when there are hooks."""
+        """Count and log one error's outcome (`log=False`: count only, the framework logs it);
+        the caller awaits `notify` when there are hooks."""
         cls = type(error)
         key = (_NAMES.get(cls) or _name_of(cls), kind)  # `_class_name`, spelled out: hot path
         stats = self._stats
         next(stats.get(key) or stats.setdefault(key, itertools.count(1)))
-        if self._logger is not None and (level := self._levels[kind]) is not None:
+        if log and self._logger is not None and (level := self._levels[kind]) is not None:
             self._log(level, kind, error, handler, context, detail)
 
     def _log(

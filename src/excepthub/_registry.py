@@ -65,9 +65,13 @@ class Defaults:
                           publish_handlers={IgnoredException: reraise})
     await exc.handle(error, defaults=FASTSTREAM, message=msg)
     ```
+
+    `logs_unhandled=True` says the framework itself logs an error that goes on unhandled (the
+    server's "Exception in ASGI application", FastStream's consumer log): excepthub then counts
+    it and shows it to hooks, but writes no record of its own, so the error is logged once.
     """
 
-    __slots__ = ("handlers", "name", "publish_handlers")
+    __slots__ = ("handlers", "logs_unhandled", "name", "publish_handlers")
 
     def __init__(
         self,
@@ -75,8 +79,12 @@ class Defaults:
         *,
         handlers: HandlerMap | None = None,
         publish_handlers: HandlerMap | None = None,
+        logs_unhandled: bool = False,
     ) -> None:
+        if not isinstance(logs_unhandled, bool):
+            raise TypeError(f"logs_unhandled must be a bool, got {safe_repr(logs_unhandled)}")
         self.name = name
+        self.logs_unhandled = logs_unhandled
         self.handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
             _flatten(handlers, "handlers")
         )
@@ -103,11 +111,18 @@ class _Routes(NamedTuple):
 class _Tables:
     """The maps one layering resolves over, and its memo."""
 
-    __slots__ = ("general", "memo", "publish")
+    __slots__ = ("general", "logs_unhandled", "memo", "publish")
 
-    def __init__(self, publish: dict[type, Handler], general: dict[type, Handler]) -> None:
+    def __init__(
+        self,
+        publish: dict[type, Handler],
+        general: dict[type, Handler],
+        *,
+        logs_unhandled: bool = True,
+    ) -> None:
         self.publish = publish
         self.general = general
+        self.logs_unhandled = logs_unhandled  # excepthub writes the record of an unhandled error
         self.memo: dict[type, _Routes] = {}
 
 
@@ -327,14 +342,16 @@ class ExceptionMiddleware:
             tables = _Tables(
                 {k: h for k, h in publish.items() if k not in mine} | state.base.publish,
                 {k: h for k, h in general.items() if k not in mine} | state.base.general,
+                logs_unhandled=not defaults.logs_unhandled,
             )
             return state.layers.setdefault(defaults, tables)
 
     def _side_effect_tables(self, defaults: Defaults | None) -> _Tables:
         """The layering without its fallback handlers, with a memo of its own."""
         state = self._state
-        general = (state.layers.get(defaults) or self._layer(state, defaults)).general
-        return state.side_effect_only.setdefault(defaults, _Tables({}, general))
+        layer = state.layers.get(defaults) or self._layer(state, defaults)
+        tables = _Tables({}, layer.general, logs_unhandled=layer.logs_unhandled)
+        return state.side_effect_only.setdefault(defaults, tables)
 
     def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
         return tables.memo.get(cls) or self._remember(tables, cls)
@@ -426,10 +443,12 @@ class ExceptionMiddleware:
             return self._run(match.handler, error, tables, context, publish=True)
         if (match := routes.general) is not None:
             return self._run(match.handler, error, tables, context, publish=False)
-        return self._unhandled(error, context)
+        return self._unhandled(error, tables, context)
 
-    async def _unhandled(self, error: Exception, context: Mapping[str, Any]) -> NoReturn:
-        await self._report("unhandled", error, None, context)
+    async def _unhandled(
+        self, error: Exception, tables: _Tables, context: Mapping[str, Any]
+    ) -> NoReturn:
+        await self._report("unhandled", error, None, context, log=tables.logs_unhandled)
         _propagate(error)
 
     async def _handle_group(
@@ -463,7 +482,7 @@ class ExceptionMiddleware:
                 elif (match := routes.general or routes.publish) is not None:
                     run = self._run(match.handler, leaf, tables, context, publish=False)
                 else:
-                    run = self._unhandled(leaf, context)
+                    run = self._unhandled(leaf, tables, context)
                 try:
                     outcome = await _unless_let_through(run, leaf)
                 except Exception as failure:  # like except*: the other leaves still go to theirs
@@ -509,7 +528,9 @@ class ExceptionMiddleware:
         except Exception as failure:  # cancellation passes straight through, uncounted
             if failure is error:  # re-raised: unhandled, with the traceback it came with
                 error.__traceback__ = traceback
-                await self._report("unhandled", error, handler.func, context)
+                await self._report(
+                    "unhandled", error, handler.func, context, log=tables.logs_unhandled
+                )
                 _propagate(error)
             _chain(failure, error)
             # raising what the framework lets through (FastStream's NackMessage) is steering
@@ -536,8 +557,10 @@ class ExceptionMiddleware:
         handler: Callable[..., Any] | None,
         context: Mapping[str, Any],
         detail: str = "",
+        *,
+        log: bool = True,
     ) -> None:
-        self._observer.record(kind, error, handler, context, detail)
+        self._observer.record(kind, error, handler, context, detail, log=log)
         if self._observer.hooks:
             await self._observer.notify(kind, error, handler, context)
 
