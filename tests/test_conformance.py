@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conformance.__main__ import DIFFERENCES, Difference, Summary, compare, differences, stale
 
 
