@@ -918,6 +918,29 @@ async def test_a_handler_that_re_raises_runs_once_and_faststream_logs_the_error_
     assert exc.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
 
 
+async def test_an_unhandled_error_reaches_hooks_and_stats_and_faststream_writes_its_record(
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    events: list[excepthub.ErrorEvent] = []
+    exc = ExceptionMiddleware(handlers={KeyError: lambda error: None}, on_error=[events.append])
+    broker = RedisBroker(middlewares=[exc])
+
+    @broker.subscriber("in")
+    async def subscriber(body: str) -> None:
+        raise Boom("nobody takes it")
+
+    async with TestRedisBroker(broker) as br:
+        with pytest.raises(Boom) as raised:
+            await br.publish("x", "in", correlation_id="c-u")
+        errors = faststream_errors(broker)
+    assert [(e.error, e.outcome, e.correlation_id) for e in events] == [
+        (raised.value, "unhandled", "c-u")
+    ]
+    assert exc.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
+    assert records() == []  # no record of excepthub's
+    assert errors == [raised.value]  # FastStream's, once, of the very exception raised
+
+
 async def test_faststream_does_not_log_a_handled_error() -> None:
     exc = ExceptionMiddleware(handlers={Boom: lambda error: None}, logger=None)
     broker = RedisBroker(middlewares=[exc])
