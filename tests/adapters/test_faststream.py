@@ -776,6 +776,30 @@ async def test_one_registry_plugged_into_router_and_broker_answers_once(
     assert [r.excepthub_outcome for r in records()] == ["handled"]
 
 
+@pytest.mark.parametrize("where", ["subscriber", "parser"])
+async def test_one_registry_plugged_into_router_and_broker_counts_what_it_does_not_take_once(
+    where: str,
+) -> None:
+    shared = excepthub.ExceptionMiddleware(handlers={KeyError: lambda error: None})
+    router = RedisRouter(middlewares=[excepthub_faststream.middleware(shared)])
+    broker = RedisBroker(middlewares=[excepthub_faststream.middleware(shared)])
+
+    async def parser(raw: Any, original: Any) -> Any:
+        raise Boom("cannot parse")
+
+    @router.subscriber("in", **({"parser": parser} if where == "parser" else {}))
+    async def subscriber(body: str) -> None:
+        raise Boom
+
+    broker.include_router(router)
+    async with TestRedisBroker(broker) as br:
+        with pytest.raises(Boom):
+            await br.publish("x", "in")
+        errors = faststream_errors(broker)
+    assert shared.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
+    assert [type(error) for error in errors] == [Boom]
+
+
 # -- retries --------------------------------------------------------------------------------
 
 

@@ -44,9 +44,10 @@ DEFAULTS: Final = Defaults(
 A handler of yours for one of those classes takes precedence. What no handler takes goes on to
 FastStream, which logs it once (excepthub counts it and shows it to hooks, without a record)."""
 
-# A mark on an exception, so that the other excepthub middlewares of the same message (a
-# router's and the broker's) know who answered it; exceptions take no weak references.
+# Marks on an exception, so that the other excepthub middlewares of the same message (a
+# router's and the broker's) know who had it; exceptions take no weak references.
 _HANDLED_BY: Final = "_excepthub_handled_by"  # the scope that handled it; it suppresses it
+_ASKED: Final = "_excepthub_asked"  # (message, [registries that took nothing of it])
 
 
 # -- plug-in --------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def middleware(registry: excepthub.ExceptionMiddleware) -> BrokerMiddleware[Any]
 class _MessageScope(BaseMiddleware[PublishCommand, Any]):
     """One consumed message (or one publish) under one registry."""
 
-    __slots__ = ("asked", "registry")
+    __slots__ = ("registry",)
 
     def __init__(
         self, msg: Any | None, context: ContextRepo, registry: excepthub.ExceptionMiddleware
@@ -131,7 +132,6 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
         self.msg = msg
         self.context = context
         self.registry = registry
-        # `asked` (the error this registry already had) is set on the error path only
 
     async def __aenter__(self) -> Self:
         return self  # nothing to do on receive: no `on_receive` await
@@ -148,6 +148,8 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
             handled_by = getattr(error, _HANDLED_BY, None)
             if handled_by is not None and handled_by.msg is self.msg:
                 raise  # an inner router's registry handled it; its scope suppresses it
+            if self._had(error):
+                raise  # the same registry, plugged into the router too, took nothing of it
             context = self.context
             try:  # `_handle`'s call, spelled out: this is the common error path
                 outcome = await self.registry.handle(
@@ -188,7 +190,7 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
             return True  # handled in consume_scope: acked, nothing published
         if handled_by is not None and handled_by.msg is self.msg:
             return False  # an outer registry handled it; its scope suppresses it
-        if not isinstance(error, Exception) or getattr(self, "asked", None) is error:
+        if not isinstance(error, Exception) or self._had(error):
             return False  # cancellation is never handled; nor twice what this registry had
         try:
             with self._message_scope() as message:
@@ -196,6 +198,7 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
         except BaseException as raised:
             if raised is not error:
                 raise  # a handler failed, or steered the ack (NackMessage): its exception
+            self._mark_had(error)
             return False  # nothing took it: FastStream logs it and applies the ack policy
         return True  # handled: acked (whatever the ack policy), nothing published
 
@@ -213,13 +216,26 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
 
     def _asked(self, error: Exception, raised: BaseException) -> None:
         """After consume_scope's ask raised: `raised` is `error` (or what is left of a group)
-        when no handler took it, and `__aexit__` does not ask this registry again."""
+        when no handler took it, and neither `__aexit__` nor the same registry plugged further
+        out asks again (it counts once)."""
         if raised is not error and not isinstance(raised, BaseExceptionGroup):
             return  # a handler failed: its own exception goes on, to be asked about in turn
         resolution = self.registry.resolve(type(raised), defaults=DEFAULTS)
         if resolution is not None and resolution.handler is reraise and resolution.publish:
             return  # passed by as FastStream's control flow: a side-effect handler may take it
-        self.asked = raised
+        self._mark_had(raised)
+
+    def _had(self, error: BaseException) -> bool:
+        """Whether this registry took nothing of `error` for this message already."""
+        asked = getattr(error, _ASKED, None)
+        return asked is not None and asked[0] is self.msg and self.registry in asked[1]
+
+    def _mark_had(self, error: BaseException) -> None:
+        asked = getattr(error, _ASKED, None)
+        if asked is not None and asked[0] is self.msg:
+            asked[1].append(self.registry)
+        else:
+            setattr(error, _ASKED, (self.msg, [self.registry]))
 
     @contextmanager
     def _message_scope(self) -> Iterator[Any]:
