@@ -467,9 +467,9 @@ class ExceptionMiddleware:
                 match.handler, group, tables, context, publish=match is routes.publish
             )
         if not any(self._takes(tables, leaf) for leaf in leaves(group)):
-            for leaf in leaves(group):  # counted per leaf, as when a group is taken apart
-                if isinstance(leaf, Exception):
-                    await self._report("unhandled", leaf, None, context, log=tables.logs_unhandled)
+            for each in leaves(group):  # counted per leaf, as when a group is taken apart
+                if isinstance(each, Exception):
+                    await self._report("unhandled", each, None, context, log=tables.logs_unhandled)
             _propagate(group)  # no handler of the user's takes a leaf: it goes on as it came
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
