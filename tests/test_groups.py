@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from excepthub import ExceptionMiddleware, Outcome, reraise
+from excepthub import Defaults, ExceptionMiddleware, Outcome, reraise
 
 pytestmark = pytest.mark.anyio
 
@@ -187,6 +187,60 @@ async def test_reraised_group_keeps_traceback_cause_context_and_notes(rec: Recor
 async def test_group_with_no_handled_leaf_propagates_the_original_group() -> None:
     exc = ExceptionMiddleware(handlers={OSError: lambda e: None}, logger=None)
     group = ExceptionGroup("g", [ValueError(), KeyError()])
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await exc.handle(group)
+
+    assert raised.value is group
+
+
+class FrameworkSignal(Exception):
+    pass
+
+
+async def test_group_whose_leaves_only_framework_defaults_take_goes_on_as_it_came(
+    rec: Recorder,
+) -> None:
+    exc = ExceptionMiddleware(handlers={OSError: rec.side_effect("os")}, logger=None)
+    framework = Defaults("framework", publish_handlers={FrameworkSignal: rec.fallback("default")})
+    group = ExceptionGroup("g", [FrameworkSignal(), ValueError()])
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await exc.handle(group, defaults=framework)
+
+    assert raised.value is group
+    assert rec.calls == []
+
+
+async def test_group_of_one_leaf_a_framework_default_takes_goes_on_as_it_came(
+    rec: Recorder,
+) -> None:
+    exc = ExceptionMiddleware(logger=None)
+    framework = Defaults("framework", publish_handlers={FrameworkSignal: rec.fallback("default")})
+    group = ExceptionGroup("g", [FrameworkSignal()])
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await exc.handle(group, defaults=framework)
+
+    assert raised.value is group
+    assert rec.calls == []
+
+
+async def test_group_with_a_leaf_the_user_takes_gives_the_other_leaves_to_the_defaults(
+    rec: Recorder,
+) -> None:
+    exc = ExceptionMiddleware(handlers={ValueError: rec.side_effect("user")}, logger=None)
+    framework = Defaults("framework", handlers={FrameworkSignal: rec.side_effect("default")})
+    signal, value = FrameworkSignal(), ValueError()
+
+    await exc.handle(ExceptionGroup("g", [signal, value]), defaults=framework)
+
+    assert rec.calls == [("default", signal), ("user", value)]
+
+
+async def test_group_whose_leaves_a_user_reraise_takes_goes_on_as_it_came() -> None:
+    exc = ExceptionMiddleware(handlers={Exception: lambda e: None, ValueError: reraise})
+    group = ExceptionGroup("g", [ValueError(), ValueError()])
 
     with pytest.raises(ExceptionGroup) as raised:
         await exc.handle(group)

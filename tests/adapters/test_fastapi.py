@@ -1114,8 +1114,11 @@ async def test_task_group_error_reaches_the_handler_for_the_exception_inside() -
 
 
 @pytest.mark.anyio
-async def test_task_group_http_exception_gets_fastapi_answer() -> None:
-    app = make_app(ExceptionMiddleware())
+@pytest.mark.parametrize("with_excepthub", [False, True])
+async def test_task_group_http_exception_no_user_handler_takes_goes_on_as_without_excepthub(
+    with_excepthub: bool,
+) -> None:
+    app = make_app(ExceptionMiddleware()) if with_excepthub else FastAPI()
 
     @app.get("/fan-out")
     async def endpoint() -> None:
@@ -1125,9 +1128,10 @@ async def test_task_group_http_exception_gets_fastapi_answer() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch)
 
-    response = await get(app, "/fan-out")
+    with pytest.raises(ExceptionGroup) as raised:
+        await get(app, "/fan-out")
 
-    assert (response.status_code, response.json()) == (409, {"detail": "conflict"})
+    assert [type(e) for e in raised.value.exceptions] == [HTTPException]
 
 
 @pytest.mark.anyio
