@@ -462,6 +462,8 @@ class ExceptionMiddleware:
             return await self._run(
                 match.handler, group, tables, context, publish=match is routes.publish
             )
+        if not self._user_takes_a_leaf(group, tables):  # framework defaults never split a group
+            await self._unhandled(group, tables, context)
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
             if isinstance(leaf, Exception):
@@ -507,6 +509,17 @@ class ExceptionMiddleware:
             assert rest is not None
             raise rest
         return Outcome(handled.published, handled.value, handled.handler, group)
+
+    def _user_takes_a_leaf(self, group: BaseExceptionGroup[BaseException], tables: _Tables) -> bool:
+        """Whether a handler the user registered (not a framework default) takes a leaf: only
+        then is the group taken apart; otherwise it goes on exactly as it came."""
+        user = self._state.base
+        for leaf in leaves(group):
+            if isinstance(leaf, Exception):
+                routes = self._routes(user, type(leaf))
+                if routes.general is not None or (routes.publish is not None and tables.publish):
+                    return True
+        return False
 
     async def _run(
         self,
