@@ -463,7 +463,9 @@ class ExceptionMiddleware:
                 match.handler, group, tables, context, publish=match is routes.publish
             )
         if not self._user_takes_a_leaf(group, tables):  # framework defaults never split a group
-            await self._unhandled(group, tables, context)
+            if isinstance(group, Exception):
+                await self._unhandled(group, tables, context)
+            _propagate(group)
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
             if isinstance(leaf, Exception):
