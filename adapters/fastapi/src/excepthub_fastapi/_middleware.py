@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
@@ -52,6 +53,8 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect,
 
 import excepthub
 from excepthub import Outcome
+
+_log: Final = logging.getLogger("excepthub")
 
 __all__ = [
     "DEFAULTS",
@@ -209,15 +212,22 @@ class ExcepthubMiddleware:
     ) -> None:
         self.app = app
         self.registry = registry
-        route_level = _exception_layer(app)
+        self._inner: ASGIApp = app
+        self._handlers: _StarletteHandlers | None = None
+        try:
+            route_level = _exception_layer(app)
+        except LookupError as hidden:
+            # Position-independent: only the errors that reach this middleware are its own
+            # (what Starlette's ExceptionMiddleware answers stays as without excepthub).
+            _log.warning("%s", hidden)
+            self._failures = _Failures(registry, request_id_header, None)
+            return
         handlers = _starlette_handlers(route_level)
         self._failures = _Failures(registry, request_id_header, handlers)
         _install(route_level, self._failures.dispatch)
         # Right above Starlette's ExceptionMiddleware, whose every handler but the user's is
         # excepthub's now, this middleware does its work in its place: one layer fewer on
         # every request. Else it calls the middleware below, as any middleware does.
-        self._inner: ASGIApp = app
-        self._handlers: _StarletteHandlers | None = None
         if route_level is app and handlers is not None:
             self._inner, self._handlers = route_level.app, handlers
 
@@ -272,7 +282,8 @@ def _starlette_handlers(layer: StarletteExceptionMiddleware) -> _StarletteHandle
 
 
 def _exception_layer(app: ASGIApp) -> StarletteExceptionMiddleware:
-    """The Starlette `ExceptionMiddleware` below `app`, found along each layer's inner app."""
+    """The Starlette `ExceptionMiddleware` below `app`, found along each layer's inner app;
+    `LookupError` naming the layer that hides its inner app."""
     layer: Any = app
     seen: set[int] = set()
     while not isinstance(layer, StarletteExceptionMiddleware):
@@ -281,11 +292,13 @@ def _exception_layer(app: ASGIApp) -> StarletteExceptionMiddleware:
         # onto the wrapper: `__wrapped__` is the layer right below, `app` would skip it
         inner = getattr(layer, "__wrapped__", None) or getattr(layer, "app", None)
         if inner is None or id(inner) in seen:
-            raise RuntimeError(
+            raise LookupError(
                 f"excepthub_fastapi cannot find Starlette's ExceptionMiddleware below {layer!r}: "
                 "that middleware keeps the app it wraps out of sight (no `app` or `__wrapped__` "
-                "attribute). List excepthub's middleware after it in `middleware=[...]`, or "
-                "keep the inner app as its `app` attribute"
+                "attribute), so excepthub takes only the errors that reach its own place in the "
+                "stack, not the routes' errors that Starlette answers itself. List excepthub's "
+                "middleware after it in `middleware=[...]`, or keep the inner app as its `app` "
+                "attribute"
             )
         layer = inner
     return layer
