@@ -111,7 +111,7 @@ class _Routes(NamedTuple):
 class _Tables:
     """The maps one layering resolves over, and its memo."""
 
-    __slots__ = ("general", "logs_unhandled", "memo", "publish")
+    __slots__ = ("general", "logs_unhandled", "memo", "publish", "users")
 
     def __init__(
         self,
@@ -119,10 +119,13 @@ class _Tables:
         general: dict[type, Handler],
         *,
         logs_unhandled: bool = True,
+        users: frozenset[Handler] | None = None,
     ) -> None:
         self.publish = publish
         self.general = general
         self.logs_unhandled = logs_unhandled  # excepthub writes the record of an unhandled error
+        # the user's handlers, told apart from a framework's defaults layered in
+        self.users = frozenset((*publish.values(), *general.values())) if users is None else users
         self.memo: dict[type, _Routes] = {}
 
 
@@ -343,6 +346,7 @@ class ExceptionMiddleware:
                 {k: h for k, h in publish.items() if k not in mine} | state.base.publish,
                 {k: h for k, h in general.items() if k not in mine} | state.base.general,
                 logs_unhandled=not defaults.logs_unhandled,
+                users=state.base.users,
             )
             return state.layers.setdefault(defaults, tables)
 
@@ -350,7 +354,7 @@ class ExceptionMiddleware:
         """The layering without its fallback handlers, with a memo of its own."""
         state = self._state
         layer = state.layers.get(defaults) or self._layer(state, defaults)
-        tables = _Tables({}, layer.general, logs_unhandled=layer.logs_unhandled)
+        tables = _Tables({}, layer.general, logs_unhandled=layer.logs_unhandled, users=layer.users)
         return state.side_effect_only.setdefault(defaults, tables)
 
     def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
@@ -462,10 +466,11 @@ class ExceptionMiddleware:
             return await self._run(
                 match.handler, group, tables, context, publish=match is routes.publish
             )
-        if not self._user_takes_a_leaf(group, tables):  # framework defaults never split a group
-            if isinstance(group, Exception):
-                await self._unhandled(group, tables, context)
-            _propagate(group)
+        if not any(self._takes(tables, leaf) for leaf in leaves(group)):
+            for each in leaves(group):  # counted per leaf, as when a group is taken apart
+                if isinstance(each, Exception):
+                    await self._report("unhandled", each, None, context, log=tables.logs_unhandled)
+            _propagate(group)  # no handler of the user's takes a leaf: it goes on as it came
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
             if isinstance(leaf, Exception):
@@ -512,17 +517,6 @@ class ExceptionMiddleware:
             raise rest
         return Outcome(handled.published, handled.value, handled.handler, group)
 
-    def _user_takes_a_leaf(self, group: BaseExceptionGroup[BaseException], tables: _Tables) -> bool:
-        """Whether a handler the user registered (not a framework default) takes a leaf: only
-        then is the group taken apart; otherwise it goes on exactly as it came."""
-        user = self._state.base
-        for leaf in leaves(group):
-            if isinstance(leaf, Exception):
-                routes = self._routes(user, type(leaf))
-                if routes.general is not None or (routes.publish is not None and tables.publish):
-                    return True
-        return False
-
     async def _run(
         self,
         handler: Handler,
@@ -559,6 +553,19 @@ class ExceptionMiddleware:
             await observer.notify(kind, error, handler.func, context)
         # tuple.__new__ directly: NamedTuple's own __new__ is a Python-level call
         return _new_outcome(Outcome, (publish, value if publish else None, handler.func, error))
+
+    def _takes(self, tables: _Tables, leaf: BaseException) -> bool:
+        """Whether a handler of the user's (not a framework default, not a pass-through) would
+        take this leaf of a group."""
+        if not isinstance(leaf, Exception):
+            return False
+        routes = self._routes(tables, type(leaf))
+        match = routes.publish or routes.general
+        return (
+            match is not None
+            and match.handler in tables.users
+            and match.handler.func is not reraise
+        )
 
     def _passes_through(self, tables: _Tables, error: Exception) -> bool:
         routes = self._routes(tables, type(error))

@@ -1222,8 +1222,11 @@ async def test_task_group_error_reaches_the_handler_for_the_exception_inside() -
 
 
 @pytest.mark.anyio
-async def test_task_group_of_an_http_exception_no_user_handler_takes_goes_on_as_it_came() -> None:
-    app = make_app(ExceptionMiddleware(handlers={KeyError: lambda error: None}))
+@pytest.mark.parametrize("with_excepthub", [False, True])
+async def test_task_group_http_exception_no_user_handler_takes_goes_on_as_without_excepthub(
+    with_excepthub: bool,
+) -> None:
+    app = make_app(ExceptionMiddleware()) if with_excepthub else FastAPI()
 
     @app.get("/fan-out")
     async def endpoint() -> None:
@@ -1233,7 +1236,7 @@ async def test_task_group_of_an_http_exception_no_user_handler_takes_goes_on_as_
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch)
 
-    with pytest.raises(ExceptionGroup) as raised:  # as without excepthub: no handler's class
+    with pytest.raises(ExceptionGroup) as raised:
         await get(app, "/fan-out")
 
     assert [type(e) for e in raised.value.exceptions] == [HTTPException]

@@ -64,6 +64,12 @@ class Boom(Exception):
     pass
 
 
+def faststream_errors(broker: Any) -> list[BaseException]:
+    """The errors FastStream's own logger recorded at ERROR (the test client's mock logger)."""
+    calls = broker.config.logger.logger.logger.log.call_args_list
+    return [c.kwargs["exc_info"] for c in calls if c.args[0] >= logging.ERROR]
+
+
 class Transient(ConnectionError):
     pass
 
@@ -708,12 +714,13 @@ async def test_an_error_the_broker_handles_after_the_router_is_logged_once(
     assert [(r.levelname, r.excepthub_outcome) for r in records()] == [("WARNING", "handled")]
 
 
-async def test_an_error_no_registry_handles_is_reported_once_by_the_outermost(
+async def test_an_error_no_registry_handles_is_counted_by_each_and_logged_once_by_faststream(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    router = RedisRouter(middlewares=[ExceptionMiddleware(logger="router")])
-    broker = RedisBroker(middlewares=[ExceptionMiddleware(logger="broker")])
+    inner, outer = ExceptionMiddleware(logger="router"), ExceptionMiddleware(logger="broker")
+    router = RedisRouter(middlewares=[inner])
+    broker = RedisBroker(middlewares=[outer])
 
     @router.subscriber("in")
     async def subscriber(body: str) -> None:
@@ -723,8 +730,11 @@ async def test_an_error_no_registry_handles_is_reported_once_by_the_outermost(
     async with TestRedisBroker(broker) as br:
         with pytest.raises(Boom):
             await br.publish("x", "in")
-    reported = [(r.name, r.levelname, r.excepthub_outcome) for r in caplog.records]
-    assert reported == [("broker", "ERROR", "unhandled")]
+        errors = faststream_errors(broker)
+    assert [r.name for r in caplog.records if hasattr(r, "excepthub_outcome")] == []
+    assert [type(error) for error in errors] == [Boom]  # FastStream's own record, once
+    stats = {f"{__name__}.Boom": {"unhandled": 1}}
+    assert (inner.get_error_stats(), outer.get_error_stats()) == (stats, stats)
 
 
 async def test_a_parser_error_a_router_does_not_handle_reaches_the_brokers_registry(
@@ -842,15 +852,15 @@ async def test_each_outcome_is_logged_once_at_its_level_with_the_correlation_id(
         await br.publish("k", "in", correlation_id="c-k")
         with pytest.raises(Boom):
             await br.publish("b", "in", correlation_id="c-b")
+        errors = faststream_errors(broker)
     logged = [(r.levelname, r.excepthub_outcome, r.excepthub_exception) for r in records()]
     assert logged == [
         ("INFO", "published", "ValueError"),
         ("WARNING", "handled", "KeyError"),
-        ("ERROR", "unhandled", f"{__name__}.Boom"),
     ]
-    assert [r.correlation_id for r in records()] == ["c-v", "c-k", "c-b"]
-    tracebacks = [r.exc_info[0] if r.exc_info else None for r in records()]
-    assert tracebacks == [None, None, Boom]
+    assert [r.correlation_id for r in records()] == ["c-v", "c-k"]
+    assert [r.exc_info for r in records()] == [None, None]
+    assert [type(error) for error in errors] == [Boom]  # unhandled: FastStream logs it, once
 
 
 async def test_a_failing_handler_is_logged_and_its_error_goes_on_to_side_effect_handlers(
@@ -881,7 +891,7 @@ async def test_a_failing_handler_is_logged_and_its_error_goes_on_to_side_effect_
     ]
 
 
-async def test_a_handler_that_re_raises_runs_once_and_the_error_is_reported_once(
+async def test_a_handler_that_re_raises_runs_once_and_faststream_logs_the_error_once(
     records: Callable[[], list[logging.LogRecord]],
 ) -> None:
     calls: list[BaseException] = []
@@ -901,14 +911,34 @@ async def test_a_handler_that_re_raises_runs_once_and_the_error_is_reported_once
     async with TestRedisBroker(broker) as br:
         with pytest.raises(Boom):
             await br.publish("x", "in")
+        errors = faststream_errors(broker)
     assert len(calls) == 1
-    assert [(r.excepthub_outcome, r.excepthub_handler) for r in records()] == [
-        (
-            "unhandled",
-            "test_a_handler_that_re_raises_runs_once_and_the_error_is_reported_once."
-            "<locals>.declines",
-        )
+    assert records() == []
+    assert [type(error) for error in errors] == [Boom]
+    assert exc.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
+
+
+async def test_an_unhandled_error_reaches_hooks_and_stats_and_faststream_writes_its_record(
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    events: list[excepthub.ErrorEvent] = []
+    exc = ExceptionMiddleware(handlers={KeyError: lambda error: None}, on_error=[events.append])
+    broker = RedisBroker(middlewares=[exc])
+
+    @broker.subscriber("in")
+    async def subscriber(body: str) -> None:
+        raise Boom("nobody takes it")
+
+    async with TestRedisBroker(broker) as br:
+        with pytest.raises(Boom) as raised:
+            await br.publish("x", "in", correlation_id="c-u")
+        errors = faststream_errors(broker)
+    assert [(e.error, e.outcome, e.correlation_id) for e in events] == [
+        (raised.value, "unhandled", "c-u")
     ]
+    assert exc.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
+    assert records() == []  # no record of excepthub's
+    assert errors == [raised.value]  # FastStream's, once, of the very exception raised
 
 
 async def test_faststream_does_not_log_a_handled_error() -> None:

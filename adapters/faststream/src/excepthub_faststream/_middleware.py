@@ -6,12 +6,12 @@ subscriber call, `publish_scope` around each publish, `__aexit__` with whatever 
 Fallback handlers answer in `consume_scope` (their value is the reply); side-effect handlers
 answer there too, and in `__aexit__` for what never reached the subscriber call (parser,
 filter, inner middleware, reply publishing). With a router's middleware and a broker's, each
-registry is asked in turn, innermost first; the outermost reports what none of them took.
+registry is asked in turn, innermost first. What none of them takes goes on to FastStream as
+if excepthub were not there: the same ack policy, FastStream's own log record, once.
 """
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from functools import partial
 from types import TracebackType
@@ -37,23 +37,16 @@ DEFAULTS: Final = Defaults(
     "faststream",
     handlers={IgnoredException: reraise},
     publish_handlers={IgnoredException: reraise},
+    logs_unhandled=True,
 )
 """FastStream's control flow passes through to FastStream, as its own middleware lets it:
 `SkipMessage`, `AckMessage`, `NackMessage`, `RejectMessage`, `StopConsume`, `StopApplication`.
-A handler of yours for one of those classes takes precedence."""
+A handler of yours for one of those classes takes precedence. What no handler takes goes on to
+FastStream, which logs it once (excepthub counts it and shows it to hooks, without a record)."""
 
-_FIRST_ASK: Final = Defaults(
-    "faststream, first ask",
-    handlers={IgnoredException: reraise, Exception: reraise},
-    publish_handlers={IgnoredException: reraise},
-)
-"""`DEFAULTS`, and what no handler takes goes on unreported: a router's middleware asks its
-registry first, and only the outermost excepthub middleware reports what none of them took."""
-
-# Marks on an exception, so that the other excepthub middlewares of the same message (a
-# router's and the broker's) agree on who answered it; exceptions take no weak references.
+# A mark on an exception, so that the other excepthub middlewares of the same message (a
+# router's and the broker's) know who answered it; exceptions take no weak references.
 _HANDLED_BY: Final = "_excepthub_handled_by"  # the scope that handled it; it suppresses it
-_REPORTED: Final = "_excepthub_reported"  # (raw message, logged): reported unhandled already
 
 
 # -- plug-in --------------------------------------------------------------------------------
@@ -85,7 +78,7 @@ class ExceptionMiddleware(excepthub.ExceptionMiddleware):
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> _MessageScope:
         """FastStream's factory call: the middleware for one message (or one publish)."""
-        return _MessageScope(msg, context, self, self)
+        return _MessageScope(msg, context, self)
 
 
 class ExcepthubMiddleware:
@@ -99,7 +92,7 @@ class ExcepthubMiddleware:
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> _MessageScope:
         """FastStream's factory call: the middleware for one message (or one publish)."""
-        return _MessageScope(msg, context, self.registry, self)
+        return _MessageScope(msg, context, self.registry)
 
     def __repr__(self) -> str:
         return f"excepthub_faststream.middleware({self.registry!r})"
@@ -123,30 +116,21 @@ def middleware(registry: excepthub.ExceptionMiddleware) -> BrokerMiddleware[Any]
     return ExcepthubMiddleware(registry)
 
 
-def _is_plugged(factory: object) -> bool:
-    return isinstance(factory, ExceptionMiddleware | ExcepthubMiddleware)
-
-
 # -- unit of work -> handle -----------------------------------------------------------------
 
 
 class _MessageScope(BaseMiddleware[PublishCommand, Any]):
     """One consumed message (or one publish) under one registry."""
 
-    __slots__ = ("asked", "plug", "registry")
+    __slots__ = ("asked", "registry")
 
     def __init__(
-        self,
-        msg: Any | None,
-        context: ContextRepo,
-        registry: excepthub.ExceptionMiddleware,
-        plug: object,
+        self, msg: Any | None, context: ContextRepo, registry: excepthub.ExceptionMiddleware
     ) -> None:
         # BaseMiddleware.__init__ only stores these two: one call fewer per message
         self.msg = msg
         self.context = context
         self.registry = registry
-        self.plug = plug
         # `asked` (the error this registry already had) is set on the error path only
 
     async def __aenter__(self) -> Self:
@@ -168,14 +152,14 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
             try:  # `_handle`'s call, spelled out: this is the common error path
                 outcome = await self.registry.handle(
                     error,
-                    defaults=_FIRST_ASK,
+                    defaults=DEFAULTS,
                     message=msg,
                     correlation_id=msg.correlation_id,
                     context=context,
                     context__=context,
                 )
             except BaseException as raised:
-                self._asked(error, raised, publish=True)
+                self._asked(error, raised)
                 raise
             return _reply(outcome, error, self)
 
@@ -196,73 +180,46 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
 
     async def _processing_failed(self, error: BaseException) -> bool:
         """What escaped the message's processing: parser, filter, subscriber, inner middleware
-        and reply-publishing errors. Only side-effect handlers: there is no reply to replace."""
+        and reply-publishing errors. Only side-effect handlers: there is no reply to replace.
+        `False` leaves the error to FastStream, exactly as if excepthub were not there."""
         handled_by = getattr(error, _HANDLED_BY, None)
         if handled_by is self:
             delattr(error, _HANDLED_BY)
             return True  # handled in consume_scope: acked, nothing published
         if handled_by is not None and handled_by.msg is self.msg:
             return False  # an outer registry handled it; its scope suppresses it
-        if not isinstance(error, Exception):
-            return False  # cancellation, KeyboardInterrupt: never handled
-        if getattr(self, "asked", None) is not error:  # not offered to this registry yet
-            try:
-                with self._message_scope() as message:
-                    await self._handle(error, message, _FIRST_ASK, publish=False)
-            except BaseException as raised:
-                self._asked(error, raised, publish=False)
-                if raised is not error:
-                    raise
-            else:
-                return True  # handled: acked (whatever the ack policy), nothing published
-        return await self._report(error)
-
-    async def _report(self, error: Exception) -> bool:
-        """No handler of this registry took `error`: report it unhandled, once per message, from
-        the outermost excepthub middleware (an outer one may still handle it)."""
-        reported = getattr(error, _REPORTED, None)
-        if reported is not None and reported[0] is self.msg:
-            return False  # reported once already (or a handler re-raised it: the core has)
-        resolution = self.registry.resolve(type(error), defaults=DEFAULTS)
-        if resolution is not None and resolution.handler is reraise:
-            return False  # let through, as if excepthub were not there (FastStream's control flow)
-        if self._outer_plugged():
-            return False
+        if not isinstance(error, Exception) or getattr(self, "asked", None) is error:
+            return False  # cancellation is never handled; nor twice what this registry had
         try:
             with self._message_scope() as message:
-                await self._handle(error, message, DEFAULTS, publish=False)
+                await self._handle(error, message)
         except BaseException as raised:
             if raised is not error:
-                raise
-            self._mark_reported(error)
-            return False
-        return True  # a handler registered since the first ask took it
+                raise  # a handler failed, or steered the ack (NackMessage): its exception
+            return False  # nothing took it: FastStream logs it and applies the ack policy
+        return True  # handled: acked (whatever the ack policy), nothing published
 
-    def _handle(
-        self, error: Exception, message: Any, defaults: Defaults, *, publish: bool
-    ) -> Awaitable[Outcome]:
+    def _handle(self, error: Exception, message: Any) -> Awaitable[Outcome]:
         context = self.context
         return self.registry.handle(
             error,
-            defaults=defaults,
-            publish=publish,
+            defaults=DEFAULTS,
+            publish=False,
             message=message,
             correlation_id=getattr(message, "correlation_id", None),
             context=context,
             context__=context,  # what FastStream's own `Context()` fields read
         )
 
-    def _asked(self, error: Exception, raised: BaseException, *, publish: bool) -> None:
-        """After the first ask raised: `raised` is `error` (or what is left of a group) when no
-        handler took it; the core has reported it already when a handler re-raised it."""
+    def _asked(self, error: Exception, raised: BaseException) -> None:
+        """After consume_scope's ask raised: `raised` is `error` (or what is left of a group)
+        when no handler took it, and `__aexit__` does not ask this registry again."""
         if raised is not error and not isinstance(raised, BaseExceptionGroup):
             return  # a handler failed: its own exception goes on, to be asked about in turn
-        resolution = self.registry.resolve(type(raised), defaults=_FIRST_ASK, publish=publish)
+        resolution = self.registry.resolve(type(raised), defaults=DEFAULTS)
         if resolution is not None and resolution.handler is reraise and resolution.publish:
-            return  # no fallback for it (FastStream's control flow): side-effect handlers next
+            return  # passed by as FastStream's control flow: a side-effect handler may take it
         self.asked = raised
-        if resolution is not None and resolution.handler is not reraise:
-            self._mark_reported(raised)
 
     @contextmanager
     def _message_scope(self) -> Iterator[Any]:
@@ -274,40 +231,6 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
         else:
             with self.context.scope("message", self.msg):
                 yield self.msg
-
-    def _outer_plugged(self) -> bool:
-        """Whether an excepthub middleware outside this one sees the error next."""
-        subscriber = self.context.get_local("handler_")
-        for factory in getattr(subscriber, "_broker_middlewares", ()):
-            if factory is self.plug:
-                return False
-            if _is_plugged(factory):
-                return True
-        return False
-
-    def _mark_reported(self, error: BaseException) -> None:
-        """Say on `error` that excepthub reported it unhandled, for the other middlewares of
-        this message and for FastStream's log."""
-        logged = self.registry.logs("unhandled")
-        setattr(error, _REPORTED, (self.msg, logged))
-        logger = self.context.get_local("logger")
-        if logged and isinstance(logger, logging.Logger):
-            logger.addFilter(_LOGGED_ALREADY)  # once per logger: `addFilter` skips a duplicate
-
-
-class _LoggedAlready(logging.Filter):
-    """Drops FastStream's own record of an error that excepthub has logged as unhandled."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        reported = getattr(error, _REPORTED, None)
-        if reported is not None and reported[1] and record.levelno >= logging.ERROR:
-            delattr(error, _REPORTED)  # FastStream logs it once: drop that one record only
-            return False
-        return True
-
-
-_LOGGED_ALREADY: Final = _LoggedAlready()
 
 
 # -- outcome -> faststream ------------------------------------------------------------------
