@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request, WebSocket
 from fastapi.exceptions import ResponseValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry import trace
@@ -201,6 +201,47 @@ async def test_native_500_handler_sees_an_error_after_the_response_as_without_ex
     assert await answer(hub, "GET", "/late") == await answer(native, "GET", "/late")
     assert [(type(e), e.args) for e in hub_seen] == [(type(e), e.args) for e in native_seen]
     assert [type(e) for e in hub_seen] == [Boom]  # not "response already started"
+
+
+def raw_app_answering_then_raising(middleware: list[Middleware]) -> FastAPI:
+    """A mounted plain ASGI app (no route of FastAPI's) that answers, then raises."""
+    app = FastAPI(middleware=middleware)
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("sent", status_code=201)(scope, receive, send)
+        raise HTTPException(409)
+
+    app.mount("/raw", raw)
+    return app
+
+
+async def test_error_below_the_routes_after_the_response_goes_on_as_starlette_raises_it() -> None:
+    native, hub = with_and_without(raw_app_answering_then_raising)
+
+    native_error, hub_error = await raised(native, "/raw/x"), await raised(hub, "/raw/x")
+
+    assert (type(hub_error), hub_error.args) == (type(native_error), native_error.args)
+    assert type(hub_error.__cause__) is type(native_error.__cause__) is HTTPException
+
+
+def test_unhandled_websocket_error_goes_on_to_the_server_as_without_excepthub() -> None:
+    def build(middleware: list[Middleware]) -> FastAPI:
+        app = FastAPI(middleware=middleware)
+
+        @app.websocket("/ws")
+        async def chat(websocket: WebSocket) -> None:
+            await websocket.accept()
+            raise Boom("after accept")
+
+        return app
+
+    for app in with_and_without(build, ExceptionMiddleware({KeyError: print})):
+        with (
+            TestClient(app) as http,
+            pytest.raises(Boom, match="after accept"),
+            http.websocket_connect("/ws") as ws,
+        ):
+            ws.receive()
 
 
 # -- 3. Starlette-style handlers come over whatever the first parameter is called ------------
@@ -402,3 +443,20 @@ async def test_unhandled_error_over_the_wire_is_answered_by_starlette_and_logged
     [record] = [r for r in caplog.records if r.name == "uvicorn.error"]
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], Boom)
+
+
+# -- Starlette's handler tables out of sight (feature detection's other branch) ---------------
+
+
+async def test_without_starlettes_handler_tables_errors_still_go_on_as_without_excepthub(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as a Starlette that kept its ExceptionMiddleware's tables elsewhere would leave them
+    monkeypatch.setattr(excepthub_fastapi._middleware, "_starlette_handlers", lambda layer: None)
+    native, hub = with_and_without(late_failing_app([]))
+    native_raw, hub_raw = with_and_without(raw_app_answering_then_raising)
+
+    assert await answer(hub, "GET", "/late") == await answer(native, "GET", "/late")
+    assert type(await raised(hub, "/late")) is type(await raised(native, "/late")) is Boom
+    hub_error, native_error = await raised(hub_raw, "/raw/x"), await raised(native_raw, "/raw/x")
+    assert type(hub_error.__cause__) is type(native_error.__cause__) is HTTPException
