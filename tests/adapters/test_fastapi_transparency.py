@@ -360,12 +360,10 @@ async def test_starlette_app_gets_starlettes_own_answers(method: str, path: str)
 async def test_starlette_405_is_plain_text_not_fastapis_json() -> None:
     _, hub = with_and_without(starlette_app)
 
-    assert await answer(hub, "POST", "/") == (
-        405,
-        "text/plain; charset=utf-8",
-        "Method Not Allowed",
-        "GET, HEAD",
-    )
+    status, content_type, body, allow = await answer(hub, "POST", "/")
+
+    assert (status, content_type, body) == (405, "text/plain; charset=utf-8", "Method Not Allowed")
+    assert set(allow.split(", ")) == {"GET", "HEAD"}
 
 
 async def test_starlette_app_error_reaches_the_users_handler() -> None:
