@@ -420,11 +420,44 @@ async def test_body_limit_group_alone_is_answered_413_as_without_excepthub() -> 
 # -- over the wire ----------------------------------------------------------------------------
 
 
+LATE_SEEN: list[BaseException] = []  # what the app's native Exception handler was called with
+
+
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
     app = failing_app([excepthub_fastapi.middleware(ExceptionMiddleware({KeyError: print}))])
+
+    @app.exception_handler(Exception)
+    async def last_resort(request: Request, error: Exception) -> PlainTextResponse:
+        LATE_SEEN.append(error)
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
+    def task() -> None:
+        raise Boom("late")
+
+    @app.get("/late")
+    async def late(tasks: BackgroundTasks) -> dict[str, bool]:
+        tasks.add_task(task)
+        return {"ok": True}
+
     with uvicorn_on_loopback(app, access_log=False) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+async def test_error_after_the_response_over_the_wire_reaches_the_native_handler_and_uvicorn(
+    served: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    LATE_SEEN.clear()
+    async with httpx.AsyncClient(base_url=served, timeout=10) as http:
+        response = await http.get("/late")
+    async with httpx.AsyncClient(base_url=served, timeout=10) as fresh:  # the call has ended
+        assert (await fresh.get("/ok")).status_code == 200
+
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+    assert [(type(e), str(e)) for e in LATE_SEEN] == [(Boom, "late")]
+    [record] = [r for r in caplog.records if r.name == "uvicorn.error"]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], Boom)
 
 
 async def test_unhandled_error_over_the_wire_is_answered_by_starlette_and_logged_by_uvicorn(
