@@ -152,7 +152,8 @@ class _Span(trace.NonRecordingSpan):
 
 async def test_unhandled_error_reaches_fastapis_telemetry_with_its_error_type() -> None:
     ended = {}
-    for name, middleware in zip(("native", "hub"), with_and_without(lambda mw: mw), strict=True):
+    hub = excepthub_fastapi.middleware(ExceptionMiddleware({KeyError: print}))
+    for name, middleware in [("native", []), ("hub", [hub])]:
         spans = Spans()
         app = FastAPI(middleware=middleware, telemetry={"tracer_provider": spans})
 
