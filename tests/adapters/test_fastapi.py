@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +26,7 @@ from fastapi import (
     WebSocket,
     WebSocketException,
 )
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
@@ -214,7 +215,9 @@ async def test_native_status_code_handler_stays_in_place() -> None:
 
 
 @pytest.mark.anyio
-async def test_middleware_hiding_its_inner_app_is_reported_by_name() -> None:
+async def test_middleware_hiding_its_inner_app_is_reported_by_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Opaque:
         def __init__(self, app: ASGIApp) -> None:
             self._inner = app
@@ -224,8 +227,11 @@ async def test_middleware_hiding_its_inner_app_is_reported_by_name() -> None:
 
     app = make_app(ExceptionMiddleware(), Middleware(Opaque))
 
-    with pytest.raises(RuntimeError, match=r"cannot find Starlette's ExceptionMiddleware.*Opaque"):
-        await get(app, "/")
+    with caplog.at_level(logging.WARNING, logger="excepthub"):
+        assert (await get(app, "/")).status_code == 404
+
+    [record] = caplog.records
+    assert re.search(r"cannot find Starlette's ExceptionMiddleware below <.*Opaque", record.message)
 
 
 # -- where errors come from -----------------------------------------------------------------
@@ -403,17 +409,18 @@ async def test_error_raised_outside_any_route_goes_to_the_users_native_handlers(
 
 
 @pytest.mark.anyio
-async def test_error_raised_outside_any_route_unhandled_is_masked_and_logged_once(
+async def test_error_raised_outside_any_route_unhandled_goes_on_to_the_server(
     records: Callable[[], list[logging.LogRecord]],
 ) -> None:
-    app = make_app(ExceptionMiddleware())
+    exc = ExceptionMiddleware()
+    app = make_app(exc)
     mount_raising(app, "/raw", Boom("db-7.internal refused"))
 
-    response = await get(app, "/raw/x")
+    with pytest.raises(Boom, match="refused"):
+        await get(app, "/raw/x")
 
-    assert (response.status_code, response.text) == (500, "Internal Server Error")
-    assert response.headers["content-type"] == "text/plain; charset=utf-8"
-    assert [r.excepthub_outcome for r in records()] == ["unhandled"]
+    assert records() == []  # the server logs it
+    assert exc.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
 
 
 @pytest.mark.anyio
@@ -509,14 +516,17 @@ async def test_body_validation_error_gets_fastapi_422() -> None:
 
 
 @pytest.mark.anyio
-async def test_response_validation_error_gets_a_masked_500() -> None:
+async def test_response_validation_error_goes_on_to_the_server_as_without_excepthub() -> None:
     app = make_app(ExceptionMiddleware())
 
     @app.get("/item", response_model=Item)
     async def read() -> Any:
         return {"name": "pen", "price": "secret-not-a-number"}
 
-    response = await get(app, "/item")
+    with pytest.raises(ResponseValidationError):
+        await get(app, "/item")
+    async with client(app, raise_app_exceptions=False) as http:
+        response = await http.get("/item")
 
     assert (response.status_code, response.text) == (500, "Internal Server Error")
 
@@ -591,7 +601,7 @@ async def test_handler_added_after_the_app_started_takes_effect_on_the_next_requ
     app = make_app(exc)
     raising(app, "/boom", Boom())
 
-    async with client(app) as http:
+    async with client(app, raise_app_exceptions=False) as http:
         before = await http.get("/boom")
         exc.add_handler(Boom, publish=True)(lambda error: {"late": True})
         after = await http.get("/boom")
@@ -689,11 +699,42 @@ async def test_side_effect_handled_error_gets_a_masked_500() -> None:
 
 
 @pytest.mark.anyio
-async def test_unhandled_error_gets_a_masked_500_and_never_reaches_the_server() -> None:
+async def test_unhandled_error_goes_on_to_the_server_as_without_excepthub() -> None:
+    app = make_app(ExceptionMiddleware())
+    error = Boom("password=hunter2")
+    raising(app, "/boom", error)
+
+    with pytest.raises(Boom) as raised:  # the transport raises what reaches the server
+        await get(app, "/boom")
+
+    assert raised.value is error
+
+
+@pytest.mark.anyio
+async def test_unhandled_error_gets_starlettes_masked_500() -> None:
     app = make_app(ExceptionMiddleware())
     raising(app, "/boom", Boom("password=hunter2"))
 
-    response = await get(app, "/boom")  # the transport would raise what reaches the server
+    async with client(app, raise_app_exceptions=False) as http:
+        response = await http.get("/boom")
+
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+
+
+def test_unhandled_error_is_raised_by_the_test_client() -> None:
+    app = make_app(ExceptionMiddleware(handlers={KeyError: lambda error: None}))
+    raising(app, "/boom", Boom("seen by the test"))
+
+    with TestClient(app) as http, pytest.raises(Boom, match="seen by the test"):
+        http.get("/boom")
+
+
+def test_unhandled_error_is_answered_500_by_a_test_client_that_does_not_raise() -> None:
+    app = make_app(ExceptionMiddleware())
+    raising(app, "/boom", Boom())
+
+    with TestClient(app, raise_server_exceptions=False) as http:
+        response = http.get("/boom")
 
     assert (response.status_code, response.text) == (500, "Internal Server Error")
 
@@ -737,7 +778,7 @@ async def test_unhandled_error_in_debug_mode_reaches_starlette_debug_page() -> N
 
 
 @pytest.mark.anyio
-async def test_app_exception_handler_for_exception_answers_unhandled_errors_once() -> None:
+async def test_app_exception_handler_for_exception_answers_unhandled_errors_as_natively() -> None:
     calls: list[BaseException] = []
     app = make_app(ExceptionMiddleware())
 
@@ -748,7 +789,8 @@ async def test_app_exception_handler_for_exception_answers_unhandled_errors_once
 
     raising(app, "/boom", Boom())
 
-    response = await get(app, "/boom")
+    async with client(app, raise_app_exceptions=False) as http:  # ServerErrorMiddleware re-raises
+        response = await http.get("/boom")
 
     assert (response.status_code, response.json()) == (503, {"sorry": True})
     assert [type(e) for e in calls] == [Boom]
@@ -758,7 +800,7 @@ async def test_app_exception_handler_for_exception_answers_unhandled_errors_once
 @pytest.mark.parametrize("cors_first", [True, False], ids=["cors-before", "cors-after"])
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("/fallback", 404), ("/side-effect", 500), ("/unhandled", 500), ("/http", 418)],
+    [("/fallback", 404), ("/side-effect", 500), ("/http", 418)],
 )
 async def test_error_answers_carry_cors_headers_wherever_cors_is_listed(
     cors_first: bool, path: str, status: int
@@ -834,7 +876,6 @@ async def test_requests_are_never_retried_whatever_the_retry_policy() -> None:
     [
         ("fallback", "published", logging.INFO),
         ("side-effect", "handled", logging.WARNING),
-        ("nothing", "unhandled", logging.ERROR),
         ("broken", "failed", logging.ERROR),
     ],
 )
@@ -1068,10 +1109,38 @@ async def test_fallback_for_an_error_after_the_response_answers_nothing_twice(
 
 
 @pytest.mark.anyio
-async def test_unhandled_error_after_the_response_is_logged_once_and_never_reaches_the_server(
-    records: Callable[[], list[logging.LogRecord]], caplog: pytest.LogCaptureFixture
+async def test_unhandled_error_after_the_response_goes_on_to_the_server_as_itself(
+    records: Callable[[], list[logging.LogRecord]],
 ) -> None:
-    app = make_app(ExceptionMiddleware())
+    exc = ExceptionMiddleware()
+    app = make_app(exc)
+    error = Boom("late")
+
+    def task() -> None:
+        raise error
+
+    @app.get("/data")
+    async def endpoint(tasks: BackgroundTasks) -> dict[str, bool]:
+        tasks.add_task(task)
+        return {"ok": True}
+
+    with pytest.raises(Boom) as raised:  # not Starlette's "response already started"
+        await get(app, "/data")
+
+    assert raised.value is error
+    assert records() == []  # the server logs it
+    assert exc.get_error_stats() == {f"{__name__}.Boom": {"unhandled": 1}}
+
+
+@pytest.mark.anyio
+async def test_native_exception_handler_is_called_for_an_error_after_the_response() -> None:
+    seen: list[BaseException] = []
+    app = make_app(ExceptionMiddleware(handlers={KeyError: lambda error: None}))
+
+    @app.exception_handler(Exception)
+    async def last_resort(request: Request, error: Exception) -> PlainTextResponse:
+        seen.append(error)
+        return PlainTextResponse("never sent", status_code=500)
 
     def task() -> None:
         raise Boom("late")
@@ -1081,15 +1150,54 @@ async def test_unhandled_error_after_the_response_is_logged_once_and_never_reach
         tasks.add_task(task)
         return {"ok": True}
 
-    response = await get(app, "/data")
+    async with client(app, raise_app_exceptions=False) as http:
+        response = await http.get("/data")
 
-    assert response.status_code == 200
-    [record] = records()
-    assert (record.excepthub_outcome, record.excepthub_exception) == (
-        "unhandled",
-        f"{__name__}.Boom",
-    )
-    assert "Caught handled exception" not in caplog.text
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+    assert [(type(e), str(e)) for e in seen] == [(Boom, "late")]
+
+
+@pytest.mark.anyio
+async def test_native_handler_of_the_class_makes_an_error_after_the_response_starlettes_error() -> (
+    None
+):
+    app = make_app(ExceptionMiddleware())
+    error = Boom("late")
+
+    @app.exception_handler(Boom)
+    async def by_class(request: Request, error: Boom) -> PlainTextResponse:
+        return PlainTextResponse("never sent")
+
+    def task() -> None:
+        raise error
+
+    @app.get("/data")
+    async def endpoint(tasks: BackgroundTasks) -> dict[str, bool]:
+        tasks.add_task(task)
+        return {"ok": True}
+
+    with pytest.raises(RuntimeError, match="response already started") as raised:  # as natively
+        await get(app, "/data")
+
+    assert raised.value.__cause__ is error
+
+
+@pytest.mark.anyio
+async def test_http_exception_after_the_response_goes_on_as_starlette_raises_it() -> None:
+    app = make_app(ExceptionMiddleware(handlers={KeyError: lambda error: None}))
+
+    def task() -> None:
+        raise HTTPException(409)
+
+    @app.get("/data")
+    async def endpoint(tasks: BackgroundTasks) -> dict[str, bool]:
+        tasks.add_task(task)
+        return {"ok": True}
+
+    with pytest.raises(RuntimeError, match="response already started") as raised:
+        await get(app, "/data")
+
+    assert isinstance(raised.value.__cause__, HTTPException)
 
 
 # -- exception groups -----------------------------------------------------------------------

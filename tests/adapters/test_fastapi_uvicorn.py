@@ -233,7 +233,6 @@ async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
     [
         ("/fallback", 404, "published", logging.INFO),
         ("/side-effect", 500, "handled", logging.WARNING),
-        ("/unhandled", 500, "unhandled", logging.ERROR),
         ("/http", 418, "published", logging.INFO),
     ],
 )
@@ -256,6 +255,24 @@ async def test_each_outcome_is_logged_once_end_to_end(
     assert record.correlation_id == f"req{path}"
     assert problems(logs("uvicorn")) == []
     assert served.watch.escaped == []
+
+
+async def test_unhandled_error_goes_on_to_the_server_which_logs_it_once(
+    served: Served, http: httpx.AsyncClient, logs: Callable[[str], list[logging.LogRecord]]
+) -> None:
+    served.watch.escaped.clear()
+
+    response = await http.get("/unhandled")
+    await served.settle()
+
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert logs("excepthub") == []
+    [record] = logs("uvicorn.error")
+    assert record.getMessage().strip() == "Exception in ASGI application"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], KeyError)
+    assert served.watch.escaped == [record.exc_info[1]]
+    served.watch.escaped.clear()
 
 
 async def test_failing_handler_exception_is_logged_once_by_the_server(

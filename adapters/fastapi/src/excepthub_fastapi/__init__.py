@@ -22,23 +22,29 @@ app = FastAPI(middleware=[excepthub_fastapi.middleware(exc)])
 app.include_router(orders)
 ```
 
-Errors are answered where FastAPI answers them (route level, inside every middleware), logged
-once by excepthub, and never re-raised into the server. A router's registry takes its routes'
-errors first; what it does not take goes on to the app's. See docs/fastapi.md.
+Errors a handler takes are answered where FastAPI answers them (route level, inside every
+middleware) and logged once by excepthub; an error no handler takes goes on exactly as without
+excepthub (to `ServerErrorMiddleware` and the server, which log it). A router's registry takes
+its routes' errors first; what it does not take goes on to the app's. Plain Starlette apps work
+the same, with Starlette's own answers. See docs/fastapi.md.
 """
 
 from ._middleware import (
     DEFAULTS,
+    STARLETTE_DEFAULTS,
     ExcepthubMiddleware,
     middleware,
     router_handlers,
+    starlette_http_exception_handler,
     websocket_exception_handler,
 )
 
 __all__ = [
     "DEFAULTS",
+    "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
     "middleware",
     "router_handlers",
+    "starlette_http_exception_handler",
     "websocket_exception_handler",
 ]

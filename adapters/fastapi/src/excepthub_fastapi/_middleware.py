@@ -3,15 +3,20 @@
 Two places catch errors, both owned by `ExcepthubMiddleware`:
 
 - route level: when FastAPI builds its middleware stack, the middleware registers its
-  dispatcher in Starlette's `ExceptionMiddleware` for `Exception` (and in place of FastAPI's
-  default handlers). Errors from endpoints, dependencies, validation, routing (404/405) and
-  `HTTPException` are answered there, with the endpoint's own `Request`, inside every user
-  middleware (CORS headers included), and never re-raised into the server;
+  dispatcher in Starlette's `ExceptionMiddleware` for `Exception` (and in place of the
+  framework's default handlers). Errors from endpoints, dependencies, validation, routing
+  (404/405) and `HTTPException` are answered there, with the endpoint's own `Request`, inside
+  every user middleware (CORS headers included);
 - its own place in `middleware=[...]`: errors raised by the user middleware listed after it,
   and errors raised after the response started (yield-dependency teardown, background tasks,
-  streaming bodies), which it observes and swallows. Listed last, right above Starlette's
+  streaming bodies), which only the handlers see. Listed last, right above Starlette's
   `ExceptionMiddleware`, it does that middleware's work in its place (the routes' handler
   table; what escapes below the routes, to the user's handler for it if any): a layer fewer.
+
+What no user handler takes goes on exactly as without excepthub: the framework's own answer
+(FastAPI's for a FastAPI app, Starlette's for a Starlette app), or the error raised on to
+`ServerErrorMiddleware`, the telemetry middleware, the server and the test client, which log
+and report it (excepthub only counts it and shows it to hooks).
 
 A router's own registry comes in as a dependency, `router_handlers(registry)`: it marks the
 request, and the dispatcher asks the registries of the routers the request went through first,
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
@@ -48,11 +54,15 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect,
 import excepthub
 from excepthub import Outcome
 
+_log: Final = logging.getLogger("excepthub")
+
 __all__ = [
     "DEFAULTS",
+    "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
     "middleware",
     "router_handlers",
+    "starlette_http_exception_handler",
     "websocket_exception_handler",
 ]
 
@@ -64,6 +74,14 @@ async def websocket_exception_handler(websocket: WebSocket, exc: WebSocketExcept
     await websocket.close(code=exc.code, reason=exc.reason)
 
 
+async def starlette_http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own answer to an `HTTPException` (what its `ExceptionMiddleware` sends): the
+    status, its headers and the detail as plain text (no body for 204 and 304)."""
+    if exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
 # Starlette's body limiter signals "413 already sent" with a private exception; FastAPI reads
 # it the same way (fastapi/_body_limit.py), and it must reach the limiter untouched.
 _BODY_LIMIT_SENT: Final[tuple[type[Exception], ...]] = tuple(
@@ -73,39 +91,80 @@ _BODY_LIMIT_SENT: Final[tuple[type[Exception], ...]] = tuple(
 _LET_THROUGH: Final[dict[excepthub.ExceptionKey, Callable[..., Any]]] = dict.fromkeys(
     (WebSocketDisconnect, *_BODY_LIMIT_SENT), excepthub.reraise
 )
+# Nothing but the user's handlers takes it: it goes on as without excepthub.
+_GOES_ON: Final[dict[excepthub.ExceptionKey, Callable[..., Any]]] = {
+    **_LET_THROUGH,
+    Exception: excepthub.reraise,
+}
 
-DEFAULTS: Final = excepthub.Defaults(
+
+class _Framework:
+    """A framework's own answers (`answers`, layered under the user's handlers) and the other
+    ways the registries are asked: a router's registry, the app's once a router's handler
+    re-raised the error, and after the response started (nothing can be answered then)."""
+
+    __slots__ = ("answered", "answers", "reported", "router", "started")
+
+    def __init__(
+        self, name: str, answers: dict[excepthub.ExceptionKey, Callable[..., Any]]
+    ) -> None:
+        passing = dict.fromkeys([*answers, *_LET_THROUGH], excepthub.reraise)
+        # what no user handler takes goes on to the server, which logs it: excepthub does not
+        self.answers = excepthub.Defaults(
+            name,
+            publish_handlers={**answers, **_LET_THROUGH},
+            handlers=_LET_THROUGH,
+            logs_unhandled=True,
+        )
+        self.answered = tuple(answers)  # a quick `isinstance` before walking the MRO
+        # a broad handler of a router never takes the framework's own exceptions; they, and what
+        # none of its handlers takes, go on unreported to the app's registry
+        self.router = excepthub.Defaults(
+            f"{name}, router", publish_handlers=passing, handlers=_GOES_ON, logs_unhandled=True
+        )
+        # a router's handler re-raised the error (the core reported it unhandled then)
+        self.reported = excepthub.Defaults(
+            f"{name}, reported",
+            publish_handlers=self.answers.publish_handlers,
+            handlers=_GOES_ON,
+            logs_unhandled=True,
+        )
+        # the framework's answers cannot be sent: its exceptions go on as Starlette sends them
+        self.started = excepthub.Defaults(
+            f"{name}, response started",
+            publish_handlers=passing,
+            handlers=_LET_THROUGH,
+            logs_unhandled=True,
+        )
+
+
+_FASTAPI: Final = _Framework(
     "fastapi",
-    publish_handlers={
+    {
         HTTPException: http_exception_handler,  # FastAPI's HTTPException subclasses Starlette's
         RequestValidationError: request_validation_exception_handler,
         WebSocketRequestValidationError: websocket_request_validation_exception_handler,
         WebSocketException: websocket_exception_handler,
-        **_LET_THROUGH,
     },
-    handlers=_LET_THROUGH,
 )
+_STARLETTE: Final = _Framework(
+    "starlette",
+    {
+        HTTPException: starlette_http_exception_handler,
+        WebSocketException: websocket_exception_handler,
+    },
+)
+
+DEFAULTS: Final = _FASTAPI.answers
 """FastAPI's own answers, layered under the user's handlers: `HTTPException` -> its status,
 `{"detail": ...}` and headers; `RequestValidationError` -> 422 `{"detail": [...]}`;
 `WebSocketRequestValidationError` -> close 1008; `WebSocketException` -> close with its code.
-`WebSocketDisconnect` passes through. A user handler for the same class replaces the answer."""
+`WebSocketDisconnect` passes through. A user handler for the same class replaces the answer.
+What no user handler takes goes on to Starlette's `ServerErrorMiddleware` and the server."""
 
-_ROUTER_ASK: Final = excepthub.Defaults(
-    "fastapi, router",
-    publish_handlers=dict.fromkeys(DEFAULTS.publish_handlers, excepthub.reraise),
-    handlers={**_LET_THROUGH, Exception: excepthub.reraise},
-)
-"""How a router's registry is asked: FastAPI's own exceptions resolve as under `DEFAULTS` (a
-broad handler of the router never takes an `HTTPException`), but they, and whatever no handler
-of the router takes, go on unreported to the app's registry, which answers them FastAPI's way."""
-
-_REPORTED: Final = excepthub.Defaults(
-    "fastapi, reported",
-    publish_handlers=DEFAULTS.publish_handlers,
-    handlers={**_LET_THROUGH, Exception: excepthub.reraise},
-)
-"""How the app's registry is asked once a router's handler re-raised the error (the core
-reported it unhandled then): `DEFAULTS`, and what no handler takes goes on unreported."""
+STARLETTE_DEFAULTS: Final = _STARLETTE.answers
+"""Plain Starlette's own answers, used for a Starlette app: `HTTPException` -> its status and
+detail as plain text, `WebSocketException` -> close with its code."""
 
 # What FastAPI answers for an error it knows nothing about.
 _INTERNAL_ERROR: Final = "Internal Server Error"
@@ -153,17 +212,24 @@ class ExcepthubMiddleware:
     ) -> None:
         self.app = app
         self.registry = registry
-        self._failures = _Failures(registry, request_id_header)
-        route_level = _install(app, self._failures.dispatch)
+        self._inner: ASGIApp = app
+        self._handlers: _StarletteHandlers | None = None
+        try:
+            route_level = _exception_layer(app)
+        except LookupError as hidden:
+            # Position-independent: only the errors that reach this middleware are its own
+            # (what Starlette's ExceptionMiddleware answers stays as without excepthub).
+            _log.warning("%s", hidden)
+            self._failures = _Failures(registry, request_id_header, None)
+            return
+        handlers = _starlette_handlers(route_level)
+        self._failures = _Failures(registry, request_id_header, handlers)
+        _install(route_level, self._failures.dispatch)
         # Right above Starlette's ExceptionMiddleware, whose every handler but the user's is
         # excepthub's now, this middleware does its work in its place: one layer fewer on
         # every request. Else it calls the middleware below, as any middleware does.
-        self._inner: ASGIApp = app
-        self._handlers: _StarletteHandlers | None = None
-        if route_level is app:
-            handlers = _starlette_handlers(route_level)
-            if handlers is not None:
-                self._inner, self._handlers = route_level.app, handlers
+        if route_level is app and handlers is not None:
+            self._inner, self._handlers = route_level.app, handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" and scope["type"] != "websocket":
@@ -215,21 +281,33 @@ def _starlette_handlers(layer: StarletteExceptionMiddleware) -> _StarletteHandle
     return None
 
 
-def _install(
-    app: ASGIApp, dispatch: Callable[[HTTPConnection, Exception], Any]
-) -> StarletteExceptionMiddleware:
-    """Register `dispatch` in the Starlette `ExceptionMiddleware` below `app`; return it."""
+def _exception_layer(app: ASGIApp) -> StarletteExceptionMiddleware:
+    """The Starlette `ExceptionMiddleware` below `app`, found along each layer's inner app;
+    `LookupError` naming the layer that hides its inner app."""
     layer: Any = app
     seen: set[int] = set()
     while not isinstance(layer, StarletteExceptionMiddleware):
         seen.add(id(layer))
-        inner = getattr(layer, "app", None)
+        # `functools.wraps(app)` copies the wrapped app's attributes, its own `app` included,
+        # onto the wrapper: `__wrapped__` is the layer right below, `app` would skip it
+        inner = getattr(layer, "__wrapped__", None) or getattr(layer, "app", None)
         if inner is None or id(inner) in seen:
-            raise RuntimeError(
-                f"excepthub_fastapi cannot find Starlette's ExceptionMiddleware below {layer!r}, "
-                "which keeps its inner app out of sight: list excepthub's middleware after it"
+            raise LookupError(
+                f"excepthub_fastapi cannot find Starlette's ExceptionMiddleware below {layer!r}: "
+                "that middleware keeps the app it wraps out of sight (no `app` or `__wrapped__` "
+                "attribute), so excepthub takes only the errors that reach its own place in the "
+                "stack, not the routes' errors that Starlette answers itself. List excepthub's "
+                "middleware after it in `middleware=[...]`, or keep the inner app as its `app` "
+                "attribute"
             )
         layer = inner
+    return layer
+
+
+def _install(
+    layer: StarletteExceptionMiddleware, dispatch: Callable[[HTTPConnection, Exception], Any]
+) -> None:
+    """Register `dispatch` in Starlette's `ExceptionMiddleware` `layer`."""
     registered: Mapping[Any, Any] = getattr(layer, "_exception_handlers", {})
     for key, handler in list(registered.items()):
         # The framework's defaults (FastAPI's, or Starlette's bound methods) give way to
@@ -237,7 +315,6 @@ def _install(
         if handler in _FRAMEWORK_HANDLERS or getattr(handler, "__self__", None) is layer:
             layer.add_exception_handler(key, dispatch)
     layer.add_exception_handler(Exception, dispatch)
-    return layer
 
 
 def router_handlers(registry: excepthub.ExceptionMiddleware) -> params.Depends:
@@ -300,11 +377,20 @@ class _Failures:
     """A failed request (or WebSocket session) handed to the registry: with which context
     values, from which of the two places, and what goes on to the server afterwards."""
 
-    __slots__ = ("_header", "registry")
+    __slots__ = ("_header", "_native", "framework", "registry")
 
-    def __init__(self, registry: excepthub.ExceptionMiddleware, request_id_header: str) -> None:
+    def __init__(
+        self,
+        registry: excepthub.ExceptionMiddleware,
+        request_id_header: str,
+        native: _StarletteHandlers | None,
+    ) -> None:
         self.registry = registry
         self._header = request_id_header.lower().encode("latin-1")
+        # the handlers Starlette's ExceptionMiddleware had before excepthub registered its own
+        self._native = None if native is None else (dict(native[0]), dict(native[1]))
+        fastapi = native is None or any(h in _FRAMEWORK_HANDLERS for h in native[0].values())
+        self.framework = _FASTAPI if fastapi else _STARLETTE  # a plain Starlette app otherwise
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
@@ -316,7 +402,8 @@ class _Failures:
         self, conn: HTTPConnection, error: Exception, *, from_route: bool = True
     ) -> Response | None:
         """The route-level handler Starlette calls as `handler(request, exc)`; `from_route`
-        false for a middleware's error, which no router's registry sees.
+        false for a middleware's error, which no router's registry sees. What no user handler
+        takes is raised on, to `ServerErrorMiddleware` and the server, as without excepthub.
 
         Requests are never retried: a request body cannot be replayed safely.
         """
@@ -325,15 +412,16 @@ class _Failures:
             raise error
         outcome = await self._handle(conn, error, scope.get(_ROUTERS) if from_route else None)
         answer: Any
-        if isinstance(outcome, Outcome) and outcome.published:  # a `Response`, else JSON
+        if outcome.published:  # a `Response`, else JSON
             answer = outcome.value
             if not isinstance(answer, Response) and scope["type"] == "http":
                 answer = _render(answer, outcome.error)
-        else:  # handled for its effects, or unhandled (logged once): FastAPI's answer, masked
-            failed = outcome.error if isinstance(outcome, Outcome) else outcome
-            handler = _masked_answer(conn, failed)
+        else:  # handled for its effects: the framework's answer, masked
+            handler = _masked_answer(conn, outcome.error, self.framework)
             answer = (
-                _InternalServerError() if handler is None else await _call(handler, conn, failed)
+                _InternalServerError()
+                if handler is None
+                else await _call(handler, conn, outcome.error)
             )
         if scope["type"] == "websocket":  # not `isinstance`: an ABC's check costs a call
             await _answer_websocket(cast(WebSocket, conn), answer)
@@ -345,10 +433,12 @@ class _Failures:
         conn: HTTPConnection,
         error: Exception,
         routers: list[excepthub.ExceptionMiddleware] | None,
-    ) -> Outcome | Exception:
-        """Ask the routers' registries (innermost first), then the app's: answer the outcome of
-        the first that takes `error`, or the error none took (reported already, to be answered
-        FastAPI's way); raise what goes on to the server.
+        *,
+        started: bool = False,
+    ) -> Outcome:
+        """Ask the routers' registries (innermost first), then the app's: the outcome of the
+        first that takes `error`; what none takes is raised on, marked to pass every layer of
+        excepthub's on its way to the server. `started`: after the response started.
 
         The values handlers can ask for by name: `request` (the `Request`, or the `WebSocket`
         as FastAPI's own handlers get it), `websocket` (or `None` over HTTP), `correlation_id`.
@@ -356,12 +446,17 @@ class _Failures:
         scope = conn.scope
         websocket = conn if scope["type"] == "websocket" else None
         correlation_id = self._request_id(scope)
-        ask = DEFAULTS
+        framework = self.framework
+        reported = False
         if routers:
             context = {"request": conn, "websocket": websocket, "correlation_id": correlation_id}
-            outcome, error, ask = await _ask_routers(routers, error, context)
+            outcome, error, reported = await _ask_routers(routers, error, context, framework)
             if outcome is not None:
                 return outcome
+        if started:
+            ask = framework.router if reported else framework.started
+        else:
+            ask = framework.reported if reported else framework.answers
         try:
             return await self.registry.handle(
                 error,
@@ -371,10 +466,8 @@ class _Failures:
                 correlation_id=correlation_id,
             )
         except Exception as raised:
-            if self._lets_through(conn, error, raised, ask):
-                conn.scope[_PASSING] = raised
-                raise
-            return error
+            scope[_PASSING] = raised
+            raise
 
     async def escaped(
         self,
@@ -391,15 +484,22 @@ class _Failures:
         caused by the error)."""
         if scope.get(_PASSING) is error:
             raise error
-        original = _after_response_started(error)
         conn = _connection(scope, receive, send)
-        # After the response started, an error is only shown to its handlers (a fallback value
-        # has nowhere to go): the route's (Starlette wrapped it) to its routers' registries too.
-        if original is not None:
-            await self._handle(conn, original, scope.get(_ROUTERS))
-            return
-        if progress.responded:  # raised by middleware, or below the routes: the app's
-            await self._handle(conn, error, None)
+        wrapped = _after_response_started(error)
+        if wrapped is not None or progress.responded:
+            # Nothing can be answered any more: the user's handlers see the error, and what they
+            # do not take goes on as without excepthub: the error itself, or Starlette's
+            # RuntimeError where it would have found a handler of its own for it.
+            routers = None
+            if wrapped is not None:  # the route's error: its routers' registries see it too
+                wrapper, error = wrapped
+                if self._natively_handled(error):
+                    error = wrapper
+                routers = scope.get(_ROUTERS)
+            elif starlette is not None and self._natively_handled(error):
+                # in place of Starlette's ExceptionMiddleware: what it raises then
+                raise RuntimeError(_RESPONSE_STARTED) from error
+            await self._handle(conn, error, routers, started=True)
             return
         if isinstance(conn, WebSocket) and progress.accepted:
             conn.application_state = WebSocketState.CONNECTED
@@ -413,43 +513,39 @@ class _Failures:
         if response is not None:
             await response(scope, receive, send)
 
-    def _lets_through(
-        self, conn: HTTPConnection, error: Exception, raised: Exception, ask: excepthub.Defaults
-    ) -> bool:
-        """Whether what `handle` raised goes on to the server, which then logs it: a handler's
-        own exception (not logged yet), a `reraise` default such as `WebSocketDisconnect`, an
-        unhandled error excepthub does not log, anything in `debug=True` (the debug page)."""
-        if getattr(conn.scope.get("app"), "debug", False) is True:
-            return True
-        if raised is not error and not isinstance(raised, BaseExceptionGroup):
-            return True
-        if raised is error:
-            resolution = self.registry.resolve(type(_only_leaf(error)), defaults=DEFAULTS)
-            if resolution is not None and resolution.handler is excepthub.reraise:
-                return True
-        return ask is DEFAULTS and not self.registry.logs("unhandled")
+    def _natively_handled(self, error: Exception) -> bool:
+        """Whether Starlette's ExceptionMiddleware had a handler for `error` of its own (the
+        framework's or the user's) before excepthub registered its dispatcher."""
+        if self._native is None:  # its tables are out of sight: the framework's defaults
+            return isinstance(error, self.framework.answered)
+        return _starlette_lookup(self._native, error) is not None
 
 
 async def _ask_routers(
-    routers: list[excepthub.ExceptionMiddleware], error: Exception, context: dict[str, Any]
-) -> tuple[Outcome | None, Exception, excepthub.Defaults]:
+    routers: list[excepthub.ExceptionMiddleware],
+    error: Exception,
+    context: dict[str, Any],
+    framework: _Framework,
+) -> tuple[Outcome | None, Exception, bool]:
     """Ask the registries of the routers the request went through, innermost first: answer the
-    first outcome, or what goes on to the app's registry and how to ask it. What goes on is the
-    same error, what is left of a group, or a handler's own exception (new to every registry).
+    first outcome, or what goes on to the app's registry and whether a router's handler
+    re-raised it (reported unhandled already). What goes on is the same error, what is left of
+    a group, or a handler's own exception (new to every registry).
     """
-    ask = DEFAULTS
+    reported = False
     for registry in reversed(routers):
         try:
-            return await registry.handle(error, defaults=_ROUTER_ASK, **context), error, ask
+            outcome = await registry.handle(error, defaults=framework.router, **context)
+            return outcome, error, reported
         except Exception as raised:
             if raised is error:
-                resolution = registry.resolve(type(_only_leaf(error)), defaults=_ROUTER_ASK)
+                resolution = registry.resolve(type(_only_leaf(error)), defaults=framework.router)
                 if resolution is not None and resolution.handler is not excepthub.reraise:
-                    ask = _REPORTED  # its handler re-raised it: the core reported it unhandled
+                    reported = True  # its handler re-raised it: the core reported it unhandled
             elif not isinstance(raised, BaseExceptionGroup):
-                ask = DEFAULTS
+                reported = False
             error = raised
-    return None, error, ask
+    return None, error, reported
 
 
 # Generated correlation ids: unique per process (random prefix) and cheap (a counter).
@@ -463,16 +559,18 @@ _PASSING: Final = "excepthub.passing"
 _RESPONSE_STARTED: Final = "Caught handled exception, but response already started."
 
 
-def _after_response_started(error: Exception) -> Exception | None:
-    """The error behind Starlette's "response already started" `RuntimeError`(s), if it is one."""
-    original = None
+def _after_response_started(error: Exception) -> tuple[RuntimeError, Exception] | None:
+    """Starlette's "response already started" `RuntimeError` nearest the error behind it, and
+    that error, if `error` is one (or a chain of them: route level, then ExceptionMiddleware)."""
+    found = None
     while (
         type(error) is RuntimeError
         and error.args == (_RESPONSE_STARTED,)
         and isinstance(error.__cause__, Exception)
     ):
-        error = original = error.__cause__
-    return original
+        found = (error, error.__cause__)
+        error = error.__cause__
+    return found
 
 
 def _only_leaf(error: Exception) -> BaseException:
@@ -538,15 +636,17 @@ class _InternalServerError(PlainTextResponse):
         self.raw_headers = [*self._HEADERS]
 
 
-def _masked_answer(conn: HTTPConnection, error: BaseException) -> Callable[..., Any] | None:
-    """Who gives FastAPI's answer to `error` when no fallback handler did: its default handler
-    if it has one, else the app's own `Exception`/500 handler; `None`: 500 "Internal Server
-    Error" (close 1011 on a WebSocket)."""
-    if isinstance(error, _ANSWERED):
+def _masked_answer(
+    conn: HTTPConnection, error: BaseException, framework: _Framework
+) -> Callable[..., Any] | None:
+    """Who gives the framework's answer to `error`, handled for its effects: its default
+    handler if it has one, else the app's own `Exception`/500 handler; `None`: 500 "Internal
+    Server Error" (close 1011 on a WebSocket)."""
+    if isinstance(error, framework.answered):
         for klass in type(error).__mro__:
-            handler = DEFAULTS.publish_handlers.get(klass)
+            handler = framework.answers.publish_handlers.get(klass)
             if handler is not None:
-                return None if handler is excepthub.reraise else handler
+                return handler
     if conn.scope["type"] != "http":
         return None
     handlers = getattr(conn.scope.get("app"), "exception_handlers", None)
@@ -554,10 +654,6 @@ def _masked_answer(conn: HTTPConnection, error: BaseException) -> Callable[..., 
         return None
     handler = handlers.get(Exception) or handlers.get(500)
     return handler if callable(handler) else None
-
-
-# The classes FastAPI answers itself (a quick `isinstance` before walking the MRO).
-_ANSWERED: Final = tuple(DEFAULTS.publish_handlers)
 
 
 async def _call(handler: Callable[..., Any], *args: Any) -> Any:
