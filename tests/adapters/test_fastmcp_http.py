@@ -272,7 +272,6 @@ async def test_an_unhandled_resource_error_is_a_masked_mcp_error(
     [
         ("fallback", Unavailable, logging.INFO, "published"),
         ("handled", Handled, logging.WARNING, "handled"),
-        ("unhandled", Unhandled, logging.ERROR, "unhandled"),
         ("handler_raises", BreaksHandler, logging.ERROR, "failed"),
     ],
 )
@@ -298,6 +297,16 @@ async def test_a_tool_error_is_logged_once_end_to_end_with_the_json_rpc_id(
     assert not [
         r for r in logs.records if r.name.startswith("uvicorn") and r.levelno >= logging.WARNING
     ]
+
+
+async def test_an_unhandled_tool_error_is_logged_once_end_to_end_by_fastmcp(
+    served: Served, logs: pytest.LogCaptureFixture, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        await client.call_tool_mcp("unhandled", {})
+    [record] = about(logs, Unhandled)
+    assert (record.name, record.levelno) == ("fastmcp.server.server", logging.ERROR)
+    assert record.getMessage() == "Error calling tool 'unhandled'"
 
 
 # -- no detail on the wire -------------------------------------------------------------------
