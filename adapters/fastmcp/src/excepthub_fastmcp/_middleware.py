@@ -11,6 +11,7 @@ itself where the MCP server answers it without its text.
 from __future__ import annotations
 
 import logging
+import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import CodeType
@@ -208,7 +209,7 @@ class ExcepthubMiddleware(Middleware):
         self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any], answers: _Answers
     ) -> Any:
         held: list[logging.LogRecord] = []
-        holding = _HOLDING.set(held)  # FastMCP's records of this call's error, until settled
+        holding = _HOLDING.set((self.registry, held))  # FastMCP's records, until settled
         attempts = None
         try:
             try:
@@ -329,10 +330,11 @@ class _Attempts:
         raise error  # outside the `except`: the user's exception keeps its own __context__
 
 
-# FastMCP logs a component's error before middleware sees it. While a call runs, those records
-# are held in the list of the call's context: dropped when excepthub logs the error itself,
-# released when the error goes on unhandled or is settled further in.
-_HOLDING: ContextVar[list[logging.LogRecord] | None] = ContextVar(
+# FastMCP logs a component's error, in its `except` block, before middleware sees it. While a
+# call runs, the records of an error the registry may report itself are held in the call's
+# context: dropped when excepthub logs the error, released when it stands aside after all. The
+# records of an error no handler takes pass at once, in FastMCP's order.
+_HOLDING: ContextVar[tuple[ExceptionMiddleware, list[logging.LogRecord]] | None] = ContextVar(
     "excepthub_fastmcp_holding", default=None
 )
 _ERROR_LOGGERS: Final = ("fastmcp.server.server", "fastmcp.prompts.function_prompt")
@@ -343,11 +345,26 @@ class _HoldFrameworkErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or getattr(record, _RELEASED, False):
             return True
-        held = _HOLDING.get()
-        if held is None:
+        holding = _HOLDING.get()
+        if holding is None:
+            return True
+        registry, held = holding
+        if not _may_report(registry, sys.exception()):  # the error FastMCP is logging
             return True
         held.append(record)
         return False
+
+
+def _may_report(registry: ExceptionMiddleware, error: BaseException | None) -> bool:
+    """Whether excepthub may write the record of `error` itself: a handler of the user's takes
+    it, or it is retried. Groups are taken apart only later: their records are held."""
+    if not isinstance(error, Exception) or isinstance(error, BaseExceptionGroup):
+        return True
+    error = unwrap(error)
+    if registry.retry is not None and registry.retry.is_transient(error):
+        return True
+    resolution = registry.resolve(type(error), defaults=DEFAULTS)
+    return resolution is not None and resolution.handler is not reraise
 
 
 _FILTER: Final = _HoldFrameworkErrors()
