@@ -222,6 +222,29 @@ async def test_a_pydantic_error_from_a_tool_body_reaches_its_handler_as_itself(e
     assert SECRET not in received(result)
 
 
+async def test_without_fastmcps_private_body_error_class_the_error_stops_at_it(
+    era: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a FastMCP release without `_ToolBodyError`: that one unwrapping step is lost, no more
+    monkeypatch.setattr("excepthub_fastmcp._middleware._BODY_ERROR", None)
+    seen: list[BaseException] = []
+    exc = ExceptionMiddleware(handlers={Exception: seen.append})
+
+    def fail() -> Exception:
+        try:
+            Forecast.model_validate({"city": SECRET})
+        except pydantic.ValidationError as error:
+            return error
+        raise AssertionError("unreachable")
+
+    async with Client(weather(exc, fail), mode=era) as client:
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    [error] = seen
+    assert type(error).__name__ == "_ToolBodyError"
+    assert isinstance(error.__cause__, pydantic.ValidationError)
+    assert (result.is_error, text(result)) == (True, "Error calling tool 'forecast'")
+
+
 async def test_stats_are_keyed_on_the_users_class(era: str) -> None:
     exc = ExceptionMiddleware(handlers={Outage: lambda error: None})
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
