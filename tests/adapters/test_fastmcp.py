@@ -512,6 +512,20 @@ async def test_a_handler_that_raises_gives_a_masked_is_error_result(era: str) ->
     assert text(result) == "Error calling tool 'forecast'"
 
 
+async def test_a_handler_that_raises_fastmcps_tool_error_answers_with_it(era: str) -> None:
+    def rephrase(error: Outage) -> None:
+        raise ToolError("The weather service is down; try again in a minute.")
+
+    exc = ExceptionMiddleware(handlers={Outage: rephrase})
+    async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    assert (result.is_error, text(result)) == (
+        True,
+        "The weather service is down; try again in a minute.",
+    )
+    assert exc.get_error_stats() == {"tests.adapters.test_fastmcp.Outage": {"handled": 1}}
+
+
 async def test_an_error_raised_by_an_inner_middleware_reaches_the_handlers(era: str) -> None:
     class Gate(Middleware):
         async def on_call_tool(

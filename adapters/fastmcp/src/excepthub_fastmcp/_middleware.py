@@ -243,6 +243,9 @@ class ExcepthubMiddleware(Middleware):
         try:
             outcome = await self.registry.handle(error, defaults=defaults, **_values(context))
         except Exception as escaped:
+            if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
+                self._settle(held, "handled")  # a handler answers with FastMCP's own error
+                raise
             if escaped is not error:  # a handler failed: excepthub logged both errors
                 self._settle(held, "failed")
                 _raise(answers.masked(raised, error, context))
@@ -268,6 +271,8 @@ class ExcepthubMiddleware(Middleware):
         except Exception as escaped:
             if escaped is error and not masking:
                 return error  # goes on as without excepthub
+            if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
+                return escaped  # a handler answers with FastMCP's own error, on purpose
             return _masked_mcp_error()
         value = outcome.value
         if isinstance(value, MCPErrorReply | Denial):
