@@ -155,6 +155,8 @@ def called(server: FastMCP, tool: str) -> Work:
             result = await server.call_tool(tool, {"city": "Lyon"})
         except MCPError as error:
             return ("MCP error", error.code)
+        except ToolError as error:  # in process, FastMCP's answer: the client's isError result
+            return (True, [str(error)])
         return _summary(result)
 
     return one

@@ -222,6 +222,29 @@ async def test_a_pydantic_error_from_a_tool_body_reaches_its_handler_as_itself(e
     assert SECRET not in received(result)
 
 
+async def test_without_fastmcps_private_body_error_class_the_error_stops_at_it(
+    era: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a FastMCP release without `_ToolBodyError`: that one unwrapping step is lost, no more
+    monkeypatch.setattr("excepthub_fastmcp._middleware._BODY_ERROR", None)
+    seen: list[BaseException] = []
+    exc = ExceptionMiddleware(handlers={Exception: seen.append})
+
+    def fail() -> Exception:
+        try:
+            Forecast.model_validate({"city": SECRET})
+        except pydantic.ValidationError as error:
+            return error
+        raise AssertionError("unreachable")
+
+    async with Client(weather(exc, fail), mode=era) as client:
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    [error] = seen
+    assert type(error).__name__ == "_ToolBodyError"
+    assert isinstance(error.__cause__, pydantic.ValidationError)
+    assert (result.is_error, text(result)) == (True, "Error calling tool 'forecast'")
+
+
 async def test_stats_are_keyed_on_the_users_class(era: str) -> None:
     exc = ExceptionMiddleware(handlers={Outage: lambda error: None})
     async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
@@ -384,32 +407,28 @@ async def test_a_fallback_with_no_structured_content_for_an_output_schema_is_mas
     assert "no structured content" in str(record.exc_info[1] if record.exc_info else "")
 
 
-async def test_a_masked_result_is_the_tool_result_fastmcp_would_build(era: str) -> None:
-    answers: list[ToolResult] = []
+async def test_an_outer_middleware_sees_the_masked_tool_error_fastmcp_raises(era: str) -> None:
+    seen: list[Exception] = []
 
     class Outer(Middleware):
         async def on_call_tool(
             self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
         ) -> Any:
-            answers.append(await call_next(context))
-            return answers[-1]
+            try:
+                return await call_next(context)
+            except Exception as error:
+                seen.append(error)
+                raise
 
     exc = ExceptionMiddleware(handlers={Outage: lambda error: None})
     mcp = weather(exc, lambda: Outage(SECRET))
     mcp.middleware.insert(0, Outer())
     async with Client(mcp, mode=era) as client:
-        await client.call_tool_mcp("forecast", {"city": "Oslo"})
-        await client.call_tool_mcp("forecast", {"city": "Oslo"})
-    expected = ToolResult(
-        content=[mcp_types.TextContent(type="text", text="Error calling tool 'forecast'")],
-        is_error=True,
-    )
-    [first, second] = answers
-    assert first == expected
-    assert first.model_fields_set == expected.model_fields_set
-    assert first.content[0].model_fields_set == expected.content[0].model_fields_set
-    assert first is not second  # each call gets its own: an outer middleware may change it
-    assert first.content is not second.content
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    [error] = seen
+    assert type(error) is ToolError
+    assert str(error) == text(result) == "Error calling tool 'forecast'"
+    assert isinstance(error.__cause__, Outage)
 
 
 async def test_deny_gives_an_is_error_result_with_the_handlers_message(era: str) -> None:
@@ -491,6 +510,20 @@ async def test_a_handler_that_raises_gives_a_masked_is_error_result(era: str) ->
         result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
     assert result.is_error
     assert text(result) == "Error calling tool 'forecast'"
+
+
+async def test_a_handler_that_raises_fastmcps_tool_error_answers_with_it(era: str) -> None:
+    def rephrase(error: Outage) -> None:
+        raise ToolError("The weather service is down; try again in a minute.")
+
+    exc = ExceptionMiddleware(handlers={Outage: rephrase})
+    async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
+        result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    assert (result.is_error, text(result)) == (
+        True,
+        "The weather service is down; try again in a minute.",
+    )
+    assert exc.get_error_stats() == {"tests.adapters.test_fastmcp.Outage": {"handled": 1}}
 
 
 async def test_an_error_raised_by_an_inner_middleware_reaches_the_handlers(era: str) -> None:
@@ -716,9 +749,8 @@ def traceback_of(record: logging.LogRecord) -> str:
     [
         ({}, {Outage: lambda error: Forecast(city="-", celsius=0)}, logging.INFO, "published"),
         ({Outage: lambda error: None}, {}, logging.WARNING, "handled"),
-        ({}, {}, logging.ERROR, "unhandled"),
     ],
-    ids=["published", "handled", "unhandled"],
+    ids=["published", "handled"],
 )
 async def test_a_tool_error_is_logged_once_at_its_outcomes_level_with_the_request_id(
     era: str,
@@ -744,7 +776,20 @@ async def test_a_tool_error_is_logged_once_at_its_outcomes_level_with_the_reques
     assert (record.name, record.levelno) == ("excepthub", level)
     assert record.excepthub_outcome == outcome  # type: ignore[attr-defined]
     assert record.correlation_id == ids[0]  # type: ignore[attr-defined]
-    assert (record.exc_info is not None) == (outcome == "unhandled")
+    assert record.exc_info is None
+
+
+async def test_an_unhandled_tool_error_is_logged_once_by_fastmcp_as_without_excepthub(
+    era: str, logs: pytest.LogCaptureFixture
+) -> None:
+    exc = ExceptionMiddleware()
+    async with Client(weather(exc, lambda: Outage(SECRET)), mode=era) as client:
+        await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    [record] = about(logs, "Outage")
+    assert (record.name, record.levelno) == ("fastmcp.server.server", logging.ERROR)
+    assert record.getMessage() == "Error calling tool 'forecast'"
+    assert "Outage" in traceback_of(record)
+    assert exc.get_error_stats() == {"tests.adapters.test_fastmcp.Outage": {"unhandled": 1}}
 
 
 async def test_a_handler_failure_is_logged_once_with_both_errors(
@@ -956,7 +1001,7 @@ async def test_a_let_through_error_after_retries_is_answered_by_fastmcp(era: str
     async with Client(mcp, mode=era) as client:
         result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
     assert result.is_error
-    assert text(result) == "Error calling tool 'forecast': Upstream said no."
+    assert text(result) == "Error calling tool 'forecast'"  # FastMCP's wrapper, masked
 
 
 # -- no detail reaches the client ------------------------------------------------------------

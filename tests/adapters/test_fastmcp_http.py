@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import mcp_types
 import pytest
 from fastmcp import Client, FastMCP
@@ -78,6 +79,27 @@ ERRORS: dict[str, type[Exception]] = {
 }
 
 
+def upstream_429() -> Exception:
+    request = httpx.Request("GET", "https://api.example.org/quota")
+    response = httpx.Response(429, request=request, text=SECRET)
+    return httpx.HTTPStatusError(f"429 {SECRET}", request=request, response=response)
+
+
+def upstream_timeout() -> Exception:
+    return httpx.ReadTimeout(f"read timed out: {SECRET}")
+
+
+# Upstream failures no handler takes: FastMCP's own safe answers, sent even when masking.
+UPSTREAM: dict[str, Callable[[], Exception]] = {
+    "upstream-429": upstream_429,
+    "upstream-timeout": upstream_timeout,
+}
+SAFE_ANSWERS = {
+    "upstream-429": "Rate limited by upstream API, please retry later",
+    "upstream-timeout": "Upstream request timed out, please retry",
+}
+
+
 def registry() -> ExceptionMiddleware:
     exc = ExceptionMiddleware(handlers={Handled: lambda error: None})
 
@@ -112,6 +134,15 @@ def app_server(exc: ExceptionMiddleware) -> FastMCP:
         mcp.resource(f"e2e://{path}", name=f"{name}_resource")(_typed(raiser, str))
         mcp.resource(f"e2e://{path}/{{key}}", name=f"{name}_template")(_keyed(cls))
         mcp.prompt(name=name)(_typed(raiser, str))
+
+    for path, upstream in UPSTREAM.items():
+
+        def failing(upstream: Callable[[], Exception] = upstream) -> Any:
+            raise upstream()
+
+        name = path.replace("-", "_")
+        mcp.tool(name=name)(_typed(failing, int))
+        mcp.resource(f"e2e://{path}", name=f"{name}_resource")(_typed(failing, str))
 
     class Explode(Middleware):
         async def on_list_prompts(self, context: Any, call_next: Any) -> Any:
@@ -272,7 +303,6 @@ async def test_an_unhandled_resource_error_is_a_masked_mcp_error(
     [
         ("fallback", Unavailable, logging.INFO, "published"),
         ("handled", Handled, logging.WARNING, "handled"),
-        ("unhandled", Unhandled, logging.ERROR, "unhandled"),
         ("handler_raises", BreaksHandler, logging.ERROR, "failed"),
     ],
 )
@@ -298,6 +328,16 @@ async def test_a_tool_error_is_logged_once_end_to_end_with_the_json_rpc_id(
     assert not [
         r for r in logs.records if r.name.startswith("uvicorn") and r.levelno >= logging.WARNING
     ]
+
+
+async def test_an_unhandled_tool_error_is_logged_once_end_to_end_by_fastmcp(
+    served: Served, logs: pytest.LogCaptureFixture, era: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        await client.call_tool_mcp("unhandled", {})
+    [record] = about(logs, Unhandled)
+    assert (record.name, record.levelno) == ("fastmcp.server.server", logging.ERROR)
+    assert record.getMessage() == "Error calling tool 'unhandled'"
 
 
 # -- no detail on the wire -------------------------------------------------------------------
@@ -350,3 +390,28 @@ async def test_what_a_handler_puts_in_the_answer_goes_on_the_wire(
         result = await client.call_tool_mcp("leaky", {})
     assert result.is_error
     assert SECRET.encode() in wire.wire()
+
+
+# -- what no handler takes: as FastMCP sends it ---------------------------------------------
+
+
+@pytest.mark.parametrize("path", UPSTREAM)
+async def test_an_upstream_failure_of_a_tool_keeps_fastmcps_safe_answer_on_the_wire(
+    served: Served, wire: Recorder, era: str, path: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        result = await client.call_tool_mcp(path.replace("-", "_"), {})
+    assert result.is_error
+    assert [block.text for block in result.content] == [SAFE_ANSWERS[path]]  # type: ignore[union-attr]
+    assert SECRET.encode() not in wire.wire()
+
+
+@pytest.mark.parametrize("path", UPSTREAM)
+async def test_an_upstream_failure_of_a_resource_keeps_fastmcps_safe_answer_on_the_wire(
+    served: Served, wire: Recorder, era: str, path: str
+) -> None:
+    async with Client(served.url, mode=era) as client:
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource_mcp(f"e2e://{path}")
+    assert (raised.value.error.code, raised.value.error.message) == (-32603, SAFE_ANSWERS[path])
+    assert SECRET.encode() not in wire.wire()

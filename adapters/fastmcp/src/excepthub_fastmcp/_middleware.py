@@ -1,17 +1,20 @@
 """The FastMCP adapter: tool, resource and prompt errors go to an excepthub registry.
 
 A FastMCP `Middleware` wraps each call in one `try`. An error is unwrapped from FastMCP's
-`ToolError`/`ResourceError`/`PromptError` wrapper, handed to the registry, and the outcome
-becomes what an MCP client should receive: a tool result, resource contents, prompt messages,
-or an MCP error. No exception detail reaches the client unless a handler put it there.
+`ToolError`/`ResourceError`/`PromptError` wrapper and handed to the registry. What a handler
+takes becomes what an MCP client should receive: a tool result, resource contents, prompt
+messages, or FastMCP's own masked error. What no handler takes goes on as FastMCP would send
+it with `mask_error_details=True`: its wrapper (less the exception's text), or the exception
+itself where the MCP server answers it without its text.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType
 from typing import Any, Final, NoReturn, Protocol
 
 from fastmcp.exceptions import (
@@ -31,10 +34,12 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.server.server import FastMCP
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.tools import function_tool as _function_tool
+from fastmcp.utilities.exceptions import get_http_status_code, is_timeout_error
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 from mcp import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, TextContent
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError as PydanticValidationError
 from referencing import Registry
 
@@ -61,18 +66,21 @@ _FASTMCP_ANSWERS: Final = (FastMCPError, MCPError, NotFoundError, DisabledError)
 """Exceptions FastMCP answers on purpose, with a message meant for the client: `ToolError`
 (and every `FastMCPError`) becomes an `isError` result or an MCP error with its message,
 `MCPError` keeps its code, `NotFoundError`/`DisabledError` become "Unknown tool" and the like."""
+_LET_THROUGH: Final = {_FASTMCP_ANSWERS: reraise}
 
 DEFAULTS: Final = Defaults(
-    "fastmcp",
-    handlers={_FASTMCP_ANSWERS: reraise},
-    publish_handlers={_FASTMCP_ANSWERS: reraise},
+    "fastmcp", handlers=_LET_THROUGH, publish_handlers=_LET_THROUGH, logs_unhandled=True
 )
 """FastMCP's own exceptions keep their meaning: they pass through excepthub to FastMCP, which
 answers them as it always does. A broad user handler such as `Exception` does not take them
-(MRO-nearest wins); a fallback handler of yours for one of them, or a subclass, does."""
+(MRO-nearest wins); a fallback handler of yours for one of them, or a subclass, does. An error
+no handler takes is logged where FastMCP (or the MCP server) logs it, not by excepthub too."""
 
-# What the MCP server answers without detail when it escapes any request: FastMCP's own
-# answers, and pydantic errors (the SDK's "Invalid request parameters", data left empty).
+# The same defaults for an error excepthub has to mask to let it go on: no one else logs it.
+_MASKING: Final = Defaults("fastmcp (masked)", handlers=_LET_THROUGH, publish_handlers=_LET_THROUGH)
+
+# What the MCP server answers without the exception's text when it escapes a request:
+# FastMCP's own answers, and pydantic errors (-32602 "Invalid request parameters").
 _SERVER_ANSWERS: Final = (*_FASTMCP_ANSWERS, PydanticValidationError)
 
 # Where FastMCP raises the wrappers it puts around a user's exception (`raise X(...) from e`).
@@ -103,17 +111,25 @@ def unwrap(error: Exception) -> Exception:
 
 
 def _raised_in(error: BaseException) -> CodeType | None:
-    frame = _raising_frame(error)
-    return None if frame is None else frame.f_code
-
-
-def _raising_frame(error: BaseException) -> FrameType | None:
+    """The code that raised `error`: the innermost entry of its traceback."""
     tb = error.__traceback__
     if tb is None:
         return None
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame
+    return tb.tb_frame.f_code
+
+
+def _answered_without_its_text(error: Exception, context: MiddlewareContext[Any]) -> bool:
+    """Whether `error`, let go on as it is, reaches no client with its text: the MCP server
+    answers it (FastMCP's exceptions, pydantic errors), or masks it itself (the 2026-07-28
+    era answers -32603 "Internal server error"), or the caller is in-process and gets it
+    raised. Only the handshake era sends what escapes as code 0 with `str(error)`."""
+    if isinstance(error, _SERVER_ANSWERS):
+        return True
+    fastmcp_context = context.fastmcp_context
+    request = None if fastmcp_context is None else fastmcp_context.request_context
+    return request is None or request.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
 # -- plug-in --------------------------------------------------------------------------------
@@ -132,14 +148,19 @@ def middleware(registry: ExceptionMiddleware) -> ExcepthubMiddleware:
     return ExcepthubMiddleware(registry)
 
 
+# The methods whose typed hook below answers their errors; `on_request` leaves them to it.
+_COMPONENT_METHODS: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
 class ExcepthubMiddleware(Middleware):
     """A FastMCP `Middleware` that hands errors to an excepthub registry.
 
     Tool calls, resource reads and prompt renders: the error the user's code raised goes to
     its handler (retried first when the registry's `retry` says it is transient); a fallback
-    value becomes the tool result, resource contents or prompt messages; anything else
-    becomes a masked answer. Every other request: an error FastMCP does not answer itself
-    goes to the handlers and the client gets a masked MCP error.
+    value becomes the tool result, resource contents or prompt messages; a side-effect
+    handler's error becomes FastMCP's masked error. Every other request: a handled error
+    becomes a masked MCP error. An error no handler takes goes on as FastMCP sends it with
+    `mask_error_details=True`.
     """
 
     def __init__(self, registry: ExceptionMiddleware) -> None:
@@ -153,61 +174,60 @@ class ExcepthubMiddleware(Middleware):
     async def on_call_tool(
         self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
     ) -> Any:
-        """Run the tool call; an error becomes a `ToolResult` (or an MCP error, on request)."""
+        """Run the tool call; a handled error becomes a `ToolResult` or FastMCP's `ToolError`."""
         return await self._component(context, call_next, _TOOLS)
 
     async def on_read_resource(
         self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
     ) -> Any:
-        """Read the resource; an error becomes a `ResourceResult` or an MCP error."""
+        """Read the resource; a handled error becomes a `ResourceResult` or an error."""
         return await self._component(context, call_next, _RESOURCES)
 
     async def on_get_prompt(
         self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
     ) -> Any:
-        """Render the prompt; an error becomes a `PromptResult` or an MCP error."""
+        """Render the prompt; a handled error becomes a `PromptResult` or an error."""
         return await self._component(context, call_next, _PROMPTS)
 
     async def on_request(
         self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]
     ) -> Any:
-        """Every request: what would escape to the MCP server as `str(error)` is masked."""
+        """Every other request (`tools/list`, ...): a handled error becomes a masked MCP error."""
+        if context.method in _COMPONENT_METHODS:
+            return await call_next(context)
         try:
             return await call_next(context)
-        except _SERVER_ANSWERS:
-            raise
         except Exception as error:
-            raise await self._request_failed(error, context) from None
+            answer = await self._request_failed(error, context)
+            if answer is error:
+                raise
+            raise answer from None
 
     # -- unit of work -> handle -------------------------------------------------------------
 
     async def _component(
         self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any], answers: _Answers
     ) -> Any:
+        held: list[logging.LogRecord] = []
+        holding = _HOLDING.set((self.registry, held))  # FastMCP's records, until settled
         attempts = None
         try:
-            if self.registry.retry is None:
-                result = await call_next(context)
-            else:
-                attempts = _Attempts(self.registry, call_next, context, sys._getframe())
-                result = await self.registry.call_with_retries(attempts, **_values(context))
+            try:
+                if self.registry.retry is None:
+                    result = await call_next(context)
+                else:
+                    attempts = _Attempts(self.registry, call_next, context, held)
+                    result = await self.registry.call_with_retries(attempts, **_values(context))
+            finally:
+                _HOLDING.reset(holding)  # what handlers log is theirs, never held
         except Exception as raised:
-            # `sys._getframe()` each time, never kept in a local: a frame that refers to itself
-            # is a reference cycle, kept with all it holds until the garbage collector runs
-            held = _HELD.pop(sys._getframe(), None) if _HELD else None
             if attempts is not None:
                 raised = attempts.as_raised(raised)
-            try:
-                return await self._recover(raised, context, answers, held)
-            finally:
-                if _HELD:  # logged while a handler ran: not this error's
-                    _release(_HELD.pop(sys._getframe(), None))
-        except BaseException:  # cancelled: nothing to hold on to
-            if _HELD:
-                _HELD.pop(sys._getframe(), None)
+            return await self._recover(raised, context, answers, held)
+        except BaseException:  # cancelled: FastMCP's records stand
+            _release(held)
             raise
-        if _HELD:  # an inner middleware settled an error FastMCP had logged: its log stands
-            _release(_HELD.pop(sys._getframe(), None))
+        _release(held)  # an inner middleware settled an error FastMCP had logged: its log stands
         return result
 
     async def _recover(
@@ -215,39 +235,49 @@ class ExcepthubMiddleware(Middleware):
         raised: Exception,
         context: MiddlewareContext[Any],
         answers: _Answers,
-        held: list[logging.LogRecord] | None,
+        held: list[logging.LogRecord],
     ) -> Any:
         error = unwrap(raised)
+        masking = error is raised and not _answered_without_its_text(error, context)
+        defaults = _MASKING if masking else DEFAULTS
         try:
-            outcome = await self.registry.handle(error, defaults=DEFAULTS, **_values(context))
+            outcome = await self.registry.handle(error, defaults=defaults, **_values(context))
         except Exception as escaped:
-            if escaped is error and self._let_through(error):
-                _release(held)  # excepthub stood aside: FastMCP's own log is the one
-                if isinstance(error, _FASTMCP_ANSWERS):
-                    raise raised from raised.__cause__  # FastMCP answers it, as without excepthub
-                return answers.masked(context)
-            self._settle(held, "unhandled" if escaped is error else "failed")
-            return answers.masked(context)
+            if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
+                self._settle(held, "handled")  # a handler answers with FastMCP's own error
+                raise
+            if escaped is not error:  # a handler failed: excepthub logged both errors
+                self._settle(held, "failed")
+                _raise(answers.masked(raised, error, context))
+            if masking:  # it would reach the client with its text
+                self._settle(held, "unhandled")
+                raise _masked_mcp_error() from None
+            _release(held)  # excepthub stood aside: FastMCP's own log is the one
+            if error is raised:  # the MCP server answers it, or an in-process caller gets it
+                raise
+            _raise(answers.masked(raised, error, context))
         self._settle(held, "published" if outcome.published else "handled")
         return await _reply(answers, outcome, context, raised)
 
-    def _settle(self, held: list[logging.LogRecord] | None, kind: OutcomeKind) -> None:
+    def _settle(self, held: list[logging.LogRecord], kind: OutcomeKind) -> None:
         if not self.registry.logs(kind):  # excepthub does not write it: FastMCP's log stands
             _release(held)
 
-    def _let_through(self, error: Exception) -> bool:
-        resolution = self.registry.resolve(type(error), defaults=DEFAULTS)
-        return resolution is not None and resolution.handler is reraise
-
-    async def _request_failed(self, error: Exception, context: MiddlewareContext[Any]) -> MCPError:
+    async def _request_failed(self, error: Exception, context: MiddlewareContext[Any]) -> Exception:
+        masking = not _answered_without_its_text(error, context)
+        defaults = _MASKING if masking else DEFAULTS
         try:
-            outcome = await self.registry.handle(error, defaults=DEFAULTS, **_values(context))
-        except Exception:
-            return _masked_mcp_error("Internal server error")
+            outcome = await self.registry.handle(error, defaults=defaults, **_values(context))
+        except Exception as escaped:
+            if escaped is error and not masking:
+                return error  # goes on as without excepthub
+            if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
+                return escaped  # a handler answers with FastMCP's own error, on purpose
+            return _masked_mcp_error()
         value = outcome.value
         if isinstance(value, MCPErrorReply | Denial):
             return value.to_mcp_error()
-        return _masked_mcp_error("Internal server error")
+        return _masked_mcp_error()
 
 
 def _values(context: MiddlewareContext[Any]) -> dict[str, Any]:
@@ -269,19 +299,19 @@ class _Attempts:
     """One tool/resource/prompt call as `call_with_retries` runs it: on the user's exception,
     so that `Retry(on=...)` matches the user's classes, not FastMCP's wrapper."""
 
-    __slots__ = ("call_next", "context", "frame", "registry", "unwrapped", "wrapper")
+    __slots__ = ("call_next", "context", "held", "registry", "unwrapped", "wrapper")
 
     def __init__(
         self,
         registry: ExceptionMiddleware,
         call_next: CallNext[Any, Any],
         context: MiddlewareContext[Any],
-        frame: FrameType,
+        held: list[logging.LogRecord],
     ) -> None:
         self.registry = registry
         self.call_next = call_next
         self.context = context
-        self.frame = frame
+        self.held = held
         self.wrapper: Exception | None = None
         self.unwrapped: Exception | None = None
 
@@ -290,10 +320,11 @@ class _Attempts:
         return self.wrapper if self.wrapper is not None and error is self.unwrapped else error
 
     async def __call__(self) -> Any:
-        if _HELD:  # the attempt before failed, and excepthub reported it as retried
-            held = _HELD.pop(self.frame, None)
+        if self.held:  # the attempt before failed, and excepthub reported it as retried
+            records = self.held[:]
+            self.held.clear()
             if not self.registry.logs("retried"):
-                _release(held)
+                _release(records)
         try:
             return await self.call_next(self.context)
         except Exception as raised:
@@ -304,10 +335,13 @@ class _Attempts:
         raise error  # outside the `except`: the user's exception keeps its own __context__
 
 
-# FastMCP logs a component's error before middleware sees it. While an excepthub hook is on the
-# stack, those records are held under the hook's frame: dropped when excepthub logs the error
-# itself, released when the error is let through or settled further in.
-_HELD: dict[FrameType, list[logging.LogRecord]] = {}
+# FastMCP logs a component's error, in its `except` block, before middleware sees it. While a
+# call runs, the records of an error the registry may report itself are held in the call's
+# context: dropped when excepthub logs the error, released when it stands aside after all. The
+# records of an error no handler takes pass at once, in FastMCP's order.
+_HOLDING: ContextVar[tuple[ExceptionMiddleware, list[logging.LogRecord]] | None] = ContextVar(
+    "excepthub_fastmcp_holding", default=None
+)
 _ERROR_LOGGERS: Final = ("fastmcp.server.server", "fastmcp.prompts.function_prompt")
 _RELEASED: Final = "excepthub_released"
 
@@ -316,16 +350,28 @@ class _HoldFrameworkErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or getattr(record, _RELEASED, False):
             return True
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None and frame.f_code is not _HOOK:
-            frame = frame.f_back
-        if frame is None:
+        holding = _HOLDING.get()
+        if holding is None:
             return True
-        _HELD.setdefault(frame, []).append(record)
+        registry, held = holding
+        if not _may_report(registry, sys.exception()):  # the error FastMCP is logging
+            return True
+        held.append(record)
         return False
 
 
-_HOOK: Final = ExcepthubMiddleware._component.__code__
+def _may_report(registry: ExceptionMiddleware, error: BaseException | None) -> bool:
+    """Whether excepthub may write the record of `error` itself: a handler of the user's takes
+    it, or it is retried. Groups are taken apart only later: their records are held."""
+    if not isinstance(error, Exception) or isinstance(error, BaseExceptionGroup):
+        return True
+    error = unwrap(error)
+    if registry.retry is not None and registry.retry.is_transient(error):
+        return True
+    resolution = registry.resolve(type(error), defaults=DEFAULTS)
+    return resolution is not None and resolution.handler is not reraise
+
+
 _FILTER: Final = _HoldFrameworkErrors()
 
 
@@ -336,10 +382,11 @@ def _hold_framework_logs() -> None:
             logger.addFilter(_FILTER)
 
 
-def _release(records: list[logging.LogRecord] | None) -> None:
-    for record in records or ():
+def _release(records: list[logging.LogRecord]) -> None:
+    for record in records:
         setattr(record, _RELEASED, True)
         logging.getLogger(record.name).handle(record)
+    records.clear()
 
 
 # -- outcome -> fastmcp ---------------------------------------------------------------------
@@ -428,7 +475,9 @@ def mcp_error(code: int, message: str, data: Any = None) -> MCPErrorReply:
 class _Answers(Protocol):
     """How one kind of component answers: masked, a converted value, a denial, guidance."""
 
-    def masked(self, context: MiddlewareContext[Any]) -> Any: ...
+    def masked(
+        self, raised: Exception, error: Exception, context: MiddlewareContext[Any]
+    ) -> FastMCPError: ...
 
     async def convert(
         self, value: Any, context: MiddlewareContext[Any], raised: Exception
@@ -456,8 +505,10 @@ async def _reply(
     answers: _Answers, outcome: Outcome, context: MiddlewareContext[Any], raised: Exception
 ) -> Any:
     """What the client gets for a handled error; `raised` is what FastMCP raised for it."""
+    error = outcome.error
+    assert isinstance(error, Exception)
     if not outcome.published:  # a side-effect handler ran: the client learns only that it failed
-        return answers.masked(context)
+        _raise(answers.masked(raised, error, context))
     try:
         return await _convert(answers, outcome.value, context, raised)
     except MCPError:
@@ -466,17 +517,49 @@ async def _reply(
         _log.exception(
             "the fallback value of %s for %s could not be sent",
             getattr(outcome.handler, "__qualname__", outcome.handler),
-            type(outcome.error).__qualname__,
+            type(error).__qualname__,
         )
-        return answers.masked(context)
+        _raise(answers.masked(raised, error, context))
 
 
-def _masked_mcp_error(message: str) -> MCPError:
-    return MCPError(INTERNAL_ERROR, message)
+def _masked_mcp_error() -> MCPError:
+    """What the 2026-07-28 era answers for an exception that escapes a request."""
+    return MCPError(INTERNAL_ERROR, "Internal server error")
 
 
-def _raise_masked(message: str) -> NoReturn:
-    raise _masked_mcp_error(message) from None
+_RATE_LIMITED: Final = "Rate limited by upstream API, please retry later"
+_TIMED_OUT: Final = "Upstream request timed out, please retry"
+
+
+def _masked(
+    kind: type[FastMCPError], raised: Exception, error: Exception, masked_text: str
+) -> FastMCPError:
+    """FastMCP's own error for `error` as it reads with `mask_error_details=True`.
+
+    `raised` is FastMCP's wrapper when it put one around `error`: the same object when its text
+    is already masked, else a copy without the exception's text FastMCP appended. Otherwise
+    FastMCP's text for the kind of failure: its safe texts for an upstream HTTP 429 and a
+    timeout, which it sends even when masking, or `masked_text`.
+    """
+    cause: BaseException | None = error
+    if raised is not error:
+        cause = raised.__cause__
+        text, detail = str(raised), f": {cause}"
+        if not text.endswith(detail) and isinstance(raised, kind):
+            return raised
+        masked_text = text.removesuffix(detail)
+    elif get_http_status_code(error) == 429:
+        masked_text = _RATE_LIMITED
+    elif is_timeout_error(error):
+        masked_text = _TIMED_OUT
+    masked = kind(masked_text)
+    masked.__cause__ = cause
+    return masked
+
+
+def _raise(answer: FastMCPError) -> NoReturn:
+    """Raise FastMCP's error for a failure, chained to the exception it stands for."""
+    raise answer from answer.__cause__
 
 
 def _server(context: MiddlewareContext[Any]) -> FastMCP | None:
@@ -487,15 +570,17 @@ def _server(context: MiddlewareContext[Any]) -> FastMCP | None:
 class _ToolAnswers:
     """Tools answer in the result: `isError` for failures, so the model is told."""
 
-    def masked(self, context: MiddlewareContext[Any]) -> ToolResult:
-        return _error_result(f"Error calling tool {context.message.name!r}")
+    def masked(
+        self, raised: Exception, error: Exception, context: MiddlewareContext[Any]
+    ) -> FastMCPError:
+        return _masked(ToolError, raised, error, f"Error calling tool {context.message.name!r}")
 
     async def convert(
         self, value: Any, context: MiddlewareContext[Any], raised: Exception
     ) -> ToolResult:
         if isinstance(value, ToolResult):
             return value
-        tool = await _failed_tool(context, raised)
+        tool = await _failed_tool(context)
         if tool is None:
             return ToolResult(content=[] if value is None else value)
         result = tool.convert_result(value)  # as FastMCP converts the tool's own return value
@@ -515,30 +600,10 @@ class _ToolAnswers:
         )
 
 
-_CALL_TOOL: Final = FastMCP.call_tool.__code__
-
-
-async def _failed_tool(context: MiddlewareContext[Any], raised: Exception) -> Tool | None:
-    """The tool whose call failed: the one `FastMCP.call_tool` ran, else looked up by name."""
+async def _failed_tool(context: MiddlewareContext[Any]) -> Tool | None:
+    """The tool the client named, as FastMCP finds it for the call (its transforms applied)."""
     server = _server(context)
-    if server is None:
-        return None
-    name = context.message.name
-    # FastMCP raises its wrapper in the frame of `call_tool` that holds the tool it ran: reading
-    # it saves `get_tool`, which asks every provider and transform again (~100 µs). Only that
-    # server's call of this name, with no version asked for, is the tool `get_tool` would find.
-    frame = _raising_frame(raised)
-    if frame is not None and frame.f_code is _CALL_TOOL:
-        ran = frame.f_locals
-        tool = ran.get("tool")
-        if (
-            ran.get("self") is server
-            and ran.get("version") is None
-            and isinstance(tool, Tool)
-            and tool.name == name
-        ):
-            return tool
-    return await server.get_tool(name)
+    return None if server is None else await server.get_tool(context.message.name)
 
 
 _VALIDATORS: dict[int, tuple[dict[str, Any], Any]] = {}  # by schema identity, bounded
@@ -569,8 +634,11 @@ def _error_result(text: str) -> ToolResult:
 class _ResourceAnswers:
     """Resources have no error result: failures are MCP errors."""
 
-    def masked(self, context: MiddlewareContext[Any]) -> NoReturn:
-        _raise_masked(f"Error reading resource {str(context.message.uri)!r}")
+    def masked(
+        self, raised: Exception, error: Exception, context: MiddlewareContext[Any]
+    ) -> FastMCPError:
+        uri = str(context.message.uri)
+        return _masked(ResourceError, raised, error, f"Error reading resource {uri!r}")
 
     async def convert(
         self, value: Any, context: MiddlewareContext[Any], raised: Exception
@@ -596,8 +664,11 @@ class _ResourceAnswers:
 class _PromptAnswers:
     """Prompts have no error result: failures are MCP errors."""
 
-    def masked(self, context: MiddlewareContext[Any]) -> NoReturn:
-        _raise_masked(f"Error rendering prompt {context.message.name!r}")
+    def masked(
+        self, raised: Exception, error: Exception, context: MiddlewareContext[Any]
+    ) -> FastMCPError:
+        name = context.message.name
+        return _masked(PromptError, raised, error, f"Error rendering prompt {name!r}")
 
     async def convert(
         self, value: Any, context: MiddlewareContext[Any], raised: Exception
