@@ -48,4 +48,5 @@ MODES: tuple[str, ...] = ("unchanged", "injected", "moved")
 
 PLUGIN = "conformance.fastapi_plugin"
 
-PYTEST_ARGS: list[str] = ["-o", "addopts=", "-p", "no:cacheprovider", "-q"]
+# their suites run on anyio's plugin; pytest-asyncio (FastMCP's suite needs it) stays out
+PYTEST_ARGS: list[str] = ["-o", "addopts=", "-p", "no:cacheprovider", "-p", "no:asyncio", "-q"]
