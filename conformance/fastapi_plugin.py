@@ -65,6 +65,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if MODE == "unchanged":
         return
     for cls in (Starlette, FastAPI):
-        cls.build_middleware_stack = _with_excepthub(  # type: ignore[method-assign]
+        cls.build_middleware_stack = _with_excepthub(  # type: ignore[method-assign, assignment]
             cls.__dict__["build_middleware_stack"]
         )
