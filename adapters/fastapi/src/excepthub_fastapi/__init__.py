@@ -24,8 +24,10 @@ app.include_router(orders)
 
 Errors are answered where FastAPI answers them (route level, inside every middleware), logged
 once by excepthub, and never re-raised into the server. A router's registry takes its routes'
-errors first; what it does not take goes on to the app's. See docs/fastapi.md.
+errors first; what it does not take goes on to the app's. See the FastAPI page of the documentation.
 """
+
+from importlib.metadata import version as _version
 
 from ._middleware import (
     DEFAULTS,
@@ -34,6 +36,9 @@ from ._middleware import (
     router_handlers,
     websocket_exception_handler,
 )
+
+__version__: str = _version("excepthub-fastapi")
+"""The installed version of this distribution (the same as `excepthub.__version__`)."""
 
 __all__ = [
     "DEFAULTS",
