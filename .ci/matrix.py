@@ -34,14 +34,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = Path(tempfile.gettempdir()) / "excepthub-matrix"
 
-# What each cell runs (see CONTRIBUTING.md, "The version matrix"): the adapter tests and the
-# documentation's examples everywhere; the load test, which proves no framework fact, only
-# in the main locked run of .ci/run.
-TESTS = [
-    "tests/adapters",
-    "tests/test_docs.py",
-    "--ignore=tests/adapters/test_fastapi_load.py",
-]
+# What each cell runs (CONTRIBUTING.md, "The version matrix" says why): the adapter tests and
+# the documentation's examples; the FastAPI load test, which proves no framework fact, only in
+# the main run of .ci/run. A lowest cell installs each adapter on its own, as a user would: one
+# adapter's floor must not be lifted by another's (FastMCP needs Starlette 1, FastAPI may not).
+ADAPTERS = {
+    "fastapi": "adapters/fastapi",
+    "faststream": "adapters/faststream[redis,rabbit]",
+    "fastmcp": "adapters/fastmcp",
+}
+LOAD_TEST = "tests/adapters/test_fastapi_load.py"
+TESTS = ["tests/adapters", "tests/test_docs.py", f"--ignore={LOAD_TEST}"]
 CELLS = [
     "3.12:locked",
     "3.13:locked",
@@ -54,7 +57,6 @@ CELLS = [
 ]
 BLOCKING = {"locked", "lowest"}
 REPORTED = ["fastapi", "starlette", "faststream", "fastmcp", "mcp", "fast-depends", "anyio"]
-WORKSPACE = [".", "adapters/fastapi", "adapters/faststream[redis,rabbit]", "adapters/fastmcp"]
 
 
 def uv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -86,7 +88,7 @@ def test_tool_pins() -> list[str]:
     groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
     names = {re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower() for req in groups["test"]}
     exported = uv(
-        "export", "--locked", "--only-group", "test", "--no-hashes", "--no-emit-workspace",
+        "export", "--frozen", "--only-group", "test", "--no-hashes", "--no-emit-workspace",
         "--no-header", "--no-annotate",
     )  # fmt: skip
     if exported.returncode != 0:
@@ -99,15 +101,23 @@ def test_tool_pins() -> list[str]:
     return pins
 
 
-def prepare(python: str, resolution: str, venv: Path, pins: list[str]) -> str:
-    """Build the cell's environment; return its interpreter, or raise with uv's output."""
+def adapter_tests(adapter: str) -> list[str]:
+    """One adapter's tests and the examples of its documentation pages."""
+    files = sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "tests/adapters").glob(f"test_{adapter}*.py")
+    )
+    return [*(f for f in files if f != LOAD_TEST), "tests/test_docs.py", "-k", adapter]
+
+
+def prepare(python: str, resolution: str, venv: Path, install: list[str], pins: list[str]) -> str:
+    """Build one environment; return its interpreter, or raise RuntimeError with uv's output."""
     if resolution == "locked":
         env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
         done = uv("sync", "--locked", "--python", python, env=env)
     else:
         done = uv("venv", "--clear", "--python", python, str(venv))
         if done.returncode == 0:
-            editable = [arg for path in WORKSPACE for arg in ("--editable", path)]
+            editable = [arg for path in [".", *install] for arg in ("--editable", path)]
             how = ["--resolution", "lowest-direct"] if resolution == "lowest" else ["--upgrade"]
             done = uv(
                 "pip", "install", "--python", str(venv / "bin" / "python"), *how,
@@ -119,35 +129,60 @@ def prepare(python: str, resolution: str, venv: Path, pins: list[str]) -> str:
 
 
 def versions(python: str) -> str:
-    """The versions the cell resolved, of the packages the matrix is about."""
+    """The versions an environment resolved, of the packages the matrix is about."""
     script = (
         "import importlib.metadata as m\n"
         f"for name in {REPORTED!r}:\n"
-        "    print(f'{name} {m.version(name)}')\n"
+        "    try:\n"
+        "        print(f'{name} {m.version(name)}')\n"
+        "    except m.PackageNotFoundError:\n"
+        "        pass\n"
     )
     done = subprocess.run([python, "-c", script], capture_output=True, text=True, check=False)
-    return ", ".join(done.stdout.split("\n")[:-1]) if done.returncode == 0 else done.stderr
+    return ", ".join(done.stdout.splitlines()) if done.returncode == 0 else done.stderr
 
 
-def run_cell(cell: str, pins: list[str], tests: list[str]) -> tuple[bool, str, float]:
-    """Build one cell and run its tests; return (passed, summary, seconds)."""
-    version, resolution = cell.split(":")
-    started = time.monotonic()
-    venv = SCRATCH / f"{version}-{resolution}"
-    print(f"\n== matrix {cell}: Python {version}, {resolution} versions", flush=True)
+def run(
+    name: str, resolution: str, python: str, install: list[str], tests: list[str], pins: list[str]
+) -> tuple[bool, str]:
+    """Build one environment and run its tests; return (passed, summary)."""
+    print(f"\n== matrix {name}", flush=True)
     try:
-        python = prepare(interpreter(version), resolution, venv, pins)
+        interpreter_path = prepare(
+            python, resolution, SCRATCH / name.replace(":", "-"), install, pins
+        )
     except RuntimeError as failure:
         print(failure, flush=True)
-        return False, "could not install", time.monotonic() - started
-    resolved = versions(python)
+        return False, "could not install"
+    resolved = versions(interpreter_path)
     print(resolved, flush=True)
-    command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    command = [interpreter_path, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
     print("\n".join(lines[-25:] if done.returncode else lines[-1:]), flush=True)
-    summary = (lines[-1].strip("= ") if lines else "no output") + f" [{resolved}]"
-    return done.returncode == 0, summary, time.monotonic() - started
+    if done.returncode:
+        print(done.stderr[-3000:], flush=True)
+    return done.returncode == 0, (
+        lines[-1].strip("= ") if lines else "no output"
+    ) + f" [{resolved}]"
+
+
+def run_cell(
+    cell: str, adapters: list[str], pins: list[str], tests: list[str] | None
+) -> list[tuple[str, bool, str, float]]:
+    """Run one cell: (name, passed, summary, seconds) for each of its environments."""
+    version, resolution = cell.split(":")
+    python = interpreter(version)
+    if resolution == "lowest":
+        plan = [(f"{cell}:{a}", [ADAPTERS[a]], tests or adapter_tests(a)) for a in adapters]
+    else:
+        plan = [(cell, list(ADAPTERS.values()), tests or TESTS)]
+    results = []
+    for name, install, selected in plan:
+        started = time.monotonic()
+        passed, summary = run(name, resolution, python, install, selected, pins)
+        results.append((name, passed, summary, time.monotonic() - started))
+    return results
 
 
 def main() -> int:
@@ -155,21 +190,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("cells", nargs="*", default=CELLS, help="PYTHON:locked|lowest|latest")
     parser.add_argument("--pin", action="append", default=[], help="an extra requirement")
-    parser.add_argument("tests", nargs=argparse.REMAINDER, help="after --: pytest arguments")
-    args = parser.parse_args()
-    tests = [arg for arg in args.tests if arg != "--"] or TESTS
+    parser.add_argument(
+        "--adapter", action="append", choices=sorted(ADAPTERS), help="lowest cells: only these"
+    )
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    tests = argv[split + 1 :] or None  # after --: pytest arguments instead of each cell's own
     for cell in args.cells:
         if not re.fullmatch(r"3\.\d+:(locked|lowest|latest)", cell):
             parser.error(f"cell {cell!r}: write it PYTHON:RESOLUTION, e.g. 3.12:lowest")
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    results = [(cell, *run_cell(cell, args.pin, tests)) for cell in args.cells]
+    adapters = args.adapter or list(ADAPTERS)
+    results = [run for cell in args.cells for run in run_cell(cell, adapters, args.pin, tests)]
 
     print("\n== matrix results")
     for cell, passed, summary, seconds in results:
-        print(f"{'ok  ' if passed else 'FAIL'} {cell:<12} {seconds:5.0f}s  {summary}")
+        print(f"{'ok  ' if passed else 'FAIL'} {cell:<23} {seconds:4.0f}s  {summary}")
     failed = [cell for cell, passed, *_ in results if not passed]
     blocking = [cell for cell in failed if cell.split(":")[1] in BLOCKING]
-    latest = [cell for cell in failed if cell.endswith(":latest")]
+    latest = [cell for cell in failed if cell.split(":")[1] == "latest"]
     if latest:
         banner = "!" * 78
         print(f"\n{banner}\n!! The LATEST framework releases break excepthub: {', '.join(latest)}")
