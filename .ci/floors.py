@@ -2,6 +2,7 @@
 
     python3 .ci/floors.py fastapi --drop starlette    all releases the index lists
     python3 .ci/floors.py starlette --since 0.40 --pin fastapi==0.120.0
+    python3 .ci/floors.py fastmcp --since 3.0.0 --until 4.1.2
 
 It copies the tracked tree to a scratch folder, takes the package's floor out of the
 adapters' pyproject files there, and runs the adapter's tests and documentation examples in
@@ -27,8 +28,8 @@ ADAPTER = {"fastapi": "fastapi", "starlette": "fastapi", "faststream": "faststre
 ADAPTER |= {"fastmcp": "fastmcp", "mcp": "fastmcp", "mcp-types": "fastmcp"}
 
 
-def releases(package: str, since: str | None) -> list[str]:
-    """The package's stable releases, oldest first (from `since` on, when given)."""
+def releases(package: str, since: str | None, until: str | None) -> list[str]:
+    """The package's stable releases, oldest first (from `since` to `until`, when given)."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "index", "versions", package],
         capture_output=True,
@@ -42,12 +43,16 @@ def releases(package: str, since: str | None) -> list[str]:
         return tuple(int(part) for part in version.split("."))
 
     found = sorted(stable, key=key)
-    return [v for v in found if since is None or key(v) >= key(since)]
+    return [
+        v
+        for v in found
+        if (since is None or key(v) >= key(since)) and (until is None or key(v) <= key(until))
+    ]
 
 
 def scratch_tree(floorless: list[str], drop: list[str]) -> Path:
     """The tracked tree, copied: the floors of `floorless`, the `drop` requirements taken out."""
-    tree = SCRATCH / "floors-tree"
+    tree = SCRATCH / f"floors-{floorless[0]}"
     shutil.rmtree(tree, ignore_errors=True)
     tracked = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -85,11 +90,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("package", choices=sorted(ADAPTER))
     parser.add_argument("--since", help="the oldest release to consider")
+    parser.add_argument("--until", help="the newest release to consider (one that passes)")
     parser.add_argument("--pin", action="append", default=[], help="another requirement")
     parser.add_argument("--drop", action="append", default=[], help="a requirement to drop")
     parser.add_argument("--python", default="3.11")
     args = parser.parse_args()
-    candidates = releases(args.package, args.since)
+    candidates = releases(args.package, args.since, args.until)
     pinned = [re.split(r"[=<>!~]", pin, maxsplit=1)[0] for pin in args.pin]
     tree = scratch_tree([args.package, *pinned], args.drop)
     print(f"{args.package}: {len(candidates)} releases, {candidates[0]} to {candidates[-1]}")

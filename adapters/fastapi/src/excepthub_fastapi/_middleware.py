@@ -38,7 +38,7 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException, WebSocketException
-from starlette.middleware import Middleware, body_limit
+from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware as StarletteExceptionMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -63,6 +63,11 @@ async def websocket_exception_handler(websocket: WebSocket, exc: WebSocketExcept
     """Starlette's answer to a `WebSocketException`: close the socket with its code and reason."""
     await websocket.close(code=exc.code, reason=exc.reason)
 
+
+try:  # Starlette 1.6 added the request body limiter; before it, there is no signal to pass on
+    from starlette.middleware import body_limit
+except ImportError:
+    body_limit = None  # type: ignore[assignment]
 
 # Starlette's body limiter signals "413 already sent" with a private exception; FastAPI reads
 # it the same way (fastapi/_body_limit.py), and it must reach the limiter untouched.
