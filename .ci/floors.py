@@ -16,6 +16,7 @@ Not part of CI: run it when an adapter starts to use something a floor may not h
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -78,7 +79,8 @@ def passes(tree: Path, package: str, version: str, pins: list[str], python: str)
         "--adapter", ADAPTER[package], "--pin", f"{package}=={version}",
         *(arg for pin in pins for arg in ("--pin", pin)),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
+    envs = {**os.environ, "EXCEPTHUB_MATRIX_SCRATCH": str(tree.with_name(f"{tree.name}-envs"))}
+    done = subprocess.run(command, cwd=tree, env=envs, capture_output=True, text=True, check=False)
     print(f"  {package}=={version}: {'passes' if done.returncode == 0 else 'fails'}", flush=True)
     if done.returncode:
         print("    " + "\n    ".join(done.stdout.strip().splitlines()[-12:]), flush=True)

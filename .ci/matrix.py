@@ -32,7 +32,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRATCH = Path(tempfile.gettempdir()) / "excepthub-matrix"
+SCRATCH = Path(
+    os.environ.get("EXCEPTHUB_MATRIX_SCRATCH") or Path(tempfile.gettempdir(), "excepthub-matrix")
+)
 
 # What each cell runs (CONTRIBUTING.md, "The version matrix" says why): the adapter tests and
 # the documentation's examples; the FastAPI load test, which proves no framework fact, only in
