@@ -5,9 +5,10 @@
 1. `uv build --all-packages`: each sdist, and each wheel built from its sdist (so an sdist
    that lacks a file its wheel needs fails here);
 2. each sdist and wheel holds its own distribution's files and the LICENSE, nothing else;
-3. a clean virtual environment (`python -m venv`, pip inside) gets the four wheels, their
-   dependencies resolved from the index (by uv, minutes faster than pip on a 2-core machine,
-   the same latest releases), and pip's own `pip check` finds nothing broken;
+3. a clean virtual environment (`python -m venv`, pip inside) per adapter gets the core's
+   wheel and that adapter's, their dependencies resolved from the index (by uv, minutes
+   faster than pip on a 2-core machine, the same latest releases), and pip's own `pip check`
+   finds nothing broken; then one more gets all four, with what the examples need;
 4. `__version__` of every package is the version of its distribution;
 5. the documentation's examples (tests/test_docs.py) run against the installed packages,
    with the workspace's sources out of reach.
@@ -65,38 +66,49 @@ def check_contents(dist: Path, name: str, package: str) -> None:
     print(f"{sdist.name}: {len(members)} files; {wheel.name}: {len(names)} files", flush=True)
 
 
+def wheel(dist: Path, name: str, extras: str = "") -> str:
+    """The path of `name`'s wheel in `dist`, with `extras` ("[redis]") for pip."""
+    return f"{next(dist.glob(name.replace('-', '_') + '-*.whl'))}{extras}"
+
+
+def install(venv: Path, requirements: list[str], packages: dict[str, str], cwd: Path) -> str:
+    """A clean venv with `requirements`; `pip check`, then each of `packages` imported from
+    site-packages with its distribution's `__version__`. Returns the venv's interpreter."""
+    run(sys.executable, "-m", "venv", str(venv))
+    python = str(venv / "bin" / "python")
+    run(sys.executable, "-m", "uv", "pip", "install", "--python", python, *requirements)
+    print(run(python, "-m", "pip", "check").strip(), flush=True)
+    versions = run(
+        python,
+        "-c",
+        "import importlib.metadata as m\n"
+        f"for name, package in {packages!r}.items():\n"
+        "    module = __import__(package)\n"
+        "    assert module.__version__ == m.version(name), (name, module.__version__)\n"
+        "    assert 'site-packages' in module.__file__, module.__file__\n"
+        "    print(name, module.__version__, 'from', module.__file__)\n",
+        cwd=cwd,
+    )
+    print(versions.strip(), flush=True)
+    return python
+
+
 def main() -> int:
-    """Build, inspect, install, run the examples."""
+    """Build, inspect, install each adapter alone, then all four and run the examples."""
     with tempfile.TemporaryDirectory(prefix="excepthub-wheels-") as scratch:
-        dist, venv, elsewhere = Path(scratch, "dist"), Path(scratch, "venv"), Path(scratch, "run")
+        dist, elsewhere = Path(scratch, "dist"), Path(scratch, "run")
+        elsewhere.mkdir()  # a folder outside the tree: only installed packages can be imported
         run(sys.executable, "-m", "uv", "build", "--all-packages", "--out-dir", str(dist))
         for name, package in PACKAGES.items():
             check_contents(dist, name, package)
 
-        run(sys.executable, "-m", "venv", str(venv))
-        python = str(venv / "bin" / "python")
-        wheels = [
-            f"{next(dist.glob(name.replace('-', '_') + '-*.whl'))}{EXAMPLE_EXTRAS.get(name, '')}"
-            for name in PACKAGES
-        ]
-        uv = [sys.executable, "-m", "uv"]
-        run(*uv, "pip", "install", "--python", python, *wheels, *EXAMPLE_TOOLS)
-        print(run(python, "-m", "pip", "check").strip(), flush=True)
+        for name, package in list(PACKAGES.items())[1:]:  # each adapter alone, as a user has it
+            alone = {"excepthub": "excepthub", name: package}
+            requirements = [wheel(dist, "excepthub"), wheel(dist, name)]
+            install(Path(scratch, name), requirements, alone, elsewhere)
 
-        # from a folder outside the tree, so that only the installed packages can be imported
-        elsewhere.mkdir()
-        versions = run(
-            python,
-            "-c",
-            "import importlib.metadata as m\n"
-            f"for name, package in {PACKAGES!r}.items():\n"
-            "    module = __import__(package)\n"
-            "    assert module.__version__ == m.version(name), (name, module.__version__)\n"
-            "    assert 'site-packages' in module.__file__, module.__file__\n"
-            "    print(name, module.__version__, 'from', module.__file__)\n",
-            cwd=elsewhere,
-        )
-        print(versions.strip(), flush=True)
+        wheels = [wheel(dist, name, EXAMPLE_EXTRAS.get(name, "")) for name in PACKAGES]
+        python = install(Path(scratch, "all"), [*wheels, *EXAMPLE_TOOLS], PACKAGES, elsewhere)
         # the tests folder alone: tests/test_docs.py reads README.md and docs/ of the tree
         output = run(
             python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
