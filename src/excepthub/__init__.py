@@ -11,6 +11,7 @@ from ._observe import ErrorHook
 from ._outcome import ErrorEvent, Outcome, OutcomeKind, Resolution, reraise
 from ._registry import Defaults, ExceptionKey, ExceptionMiddleware
 from ._retry import Retry
+from ._version import __version__
 
 __all__ = [
     "Context",
@@ -25,4 +26,5 @@ __all__ = [
     "Resolution",
     "Retry",
     "reraise",
+    "__version__",
 ]

@@ -26,8 +26,11 @@ Errors a handler takes are answered where FastAPI answers them (route level, ins
 middleware) and logged once by excepthub; an error no handler takes goes on exactly as without
 excepthub (to `ServerErrorMiddleware` and the server, which log it). A router's registry takes
 its routes' errors first; what it does not take goes on to the app's. Plain Starlette apps work
-the same, with Starlette's own answers. See docs/fastapi.md.
+the same, with Starlette's own answers. See the FastAPI page of the
+documentation.
 """
+
+from importlib.metadata import version as _version
 
 from ._middleware import (
     DEFAULTS,
@@ -38,6 +41,9 @@ from ._middleware import (
     starlette_http_exception_handler,
     websocket_exception_handler,
 )
+
+__version__: str = _version("excepthub-fastapi")
+"""The installed version of this distribution (the same as `excepthub.__version__`)."""
 
 __all__ = [
     "DEFAULTS",

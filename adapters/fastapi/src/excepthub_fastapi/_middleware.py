@@ -44,7 +44,7 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException, WebSocketException
-from starlette.middleware import Middleware, body_limit
+from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware as StarletteExceptionMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -81,6 +81,11 @@ async def starlette_http_exception_handler(request: Request, exc: HTTPException)
         return Response(status_code=exc.status_code, headers=exc.headers)
     return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
+
+try:  # Starlette 1.6 added the request body limiter; before it, there is no signal to pass on
+    from starlette.middleware import body_limit
+except ImportError:
+    body_limit = None  # type: ignore[assignment]
 
 # Starlette's body limiter signals "413 already sent" with a private exception; FastAPI reads
 # it the same way (fastapi/_body_limit.py), and it must reach the limiter untouched.

@@ -23,8 +23,11 @@ mcp = FastMCP("demo", middleware=[excepthub_fastmcp.middleware(exc)])
 
 Handlers see the exception the tool raised (not FastMCP's `ToolError` wrapper); a fallback
 value becomes the tool's result, converted by its output schema; a handled or unhandled error
-becomes an `isError` result that carries no exception detail. See docs/fastmcp.md.
+becomes an `isError` result that carries no exception detail. See the FastMCP page of the
+documentation.
 """
+
+from importlib.metadata import version as _version
 
 from ._middleware import (
     DEFAULTS,
@@ -38,6 +41,9 @@ from ._middleware import (
     middleware,
     unwrap,
 )
+
+__version__: str = _version("excepthub-fastmcp")
+"""The installed version of this distribution (the same as `excepthub.__version__`)."""
 
 __all__ = [
     "DEFAULTS",

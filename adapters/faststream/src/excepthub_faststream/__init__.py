@@ -20,6 +20,11 @@ A registry that also serves FastAPI or FastMCP plugs in with one call:
 `RedisBroker(middlewares=[excepthub_faststream.middleware(exc)])`.
 """
 
+from importlib.metadata import version as _version
+
 from ._middleware import DEFAULTS, ExcepthubMiddleware, ExceptionMiddleware, middleware
+
+__version__: str = _version("excepthub-faststream")
+"""The installed version of this distribution (the same as `excepthub.__version__`)."""
 
 __all__ = ["DEFAULTS", "ExcepthubMiddleware", "ExceptionMiddleware", "middleware"]
