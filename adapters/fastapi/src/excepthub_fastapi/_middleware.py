@@ -74,8 +74,12 @@ _LET_THROUGH: Final[dict[excepthub.ExceptionKey, Callable[..., Any]]] = dict.fro
     (WebSocketDisconnect, *_BODY_LIMIT_SENT), excepthub.reraise
 )
 
+# The context values handlers can ask for by name (see `_Failures._handle`).
+_SUPPLIES: Final = ("request", "websocket", "correlation_id")
+
 DEFAULTS: Final = excepthub.Defaults(
     "fastapi",
+    supplies=_SUPPLIES,
     publish_handlers={
         HTTPException: http_exception_handler,  # FastAPI's HTTPException subclasses Starlette's
         RequestValidationError: request_validation_exception_handler,
@@ -92,6 +96,7 @@ DEFAULTS: Final = excepthub.Defaults(
 
 _ROUTER_ASK: Final = excepthub.Defaults(
     "fastapi, router",
+    supplies=_SUPPLIES,
     publish_handlers=dict.fromkeys(DEFAULTS.publish_handlers, excepthub.reraise),
     handlers={**_LET_THROUGH, Exception: excepthub.reraise},
 )
@@ -101,6 +106,7 @@ of the router takes, go on unreported to the app's registry, which answers them 
 
 _REPORTED: Final = excepthub.Defaults(
     "fastapi, reported",
+    supplies=_SUPPLIES,
     publish_handlers=DEFAULTS.publish_handlers,
     handlers={**_LET_THROUGH, Exception: excepthub.reraise},
 )
@@ -130,6 +136,7 @@ def middleware(
     """
     if not isinstance(registry, excepthub.ExceptionMiddleware):
         raise TypeError(f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}")
+    registry.plug_in(DEFAULTS)  # now, so that a handler nothing can fill is refused here
     return Middleware(ExcepthubMiddleware, registry=registry, request_id_header=request_id_header)
 
 
@@ -153,6 +160,7 @@ class ExcepthubMiddleware:
     ) -> None:
         self.app = app
         self.registry = registry
+        registry.plug_in(DEFAULTS)  # for `app.add_middleware(...)`; `middleware()` did already
         self._failures = _Failures(registry, request_id_header)
         route_level = _install(app, self._failures.dispatch)
         # Right above Starlette's ExceptionMiddleware, whose every handler but the user's is
@@ -260,6 +268,7 @@ def router_handlers(registry: excepthub.ExceptionMiddleware) -> params.Depends:
         raise TypeError(
             f"router_handlers() takes an excepthub.ExceptionMiddleware, got {registry!r}"
         )
+    registry.plug_in(DEFAULTS)
 
     async def excepthub_router_handlers(connection: HTTPConnection) -> None:
         scope = connection.scope
@@ -357,15 +366,17 @@ class _Failures:
         websocket = conn if scope["type"] == "websocket" else None
         correlation_id = self._request_id(scope)
         ask = DEFAULTS
+        convert = _rendered if websocket is None else None
         if routers:
             context = {"request": conn, "websocket": websocket, "correlation_id": correlation_id}
-            outcome, error, ask = await _ask_routers(routers, error, context)
+            outcome, error, ask = await _ask_routers(routers, error, context, convert)
             if outcome is not None:
                 return outcome
         try:
             return await self.registry.handle(
                 error,
                 defaults=ask,
+                convert=convert,
                 request=conn,
                 websocket=websocket,
                 correlation_id=correlation_id,
@@ -431,7 +442,10 @@ class _Failures:
 
 
 async def _ask_routers(
-    routers: list[excepthub.ExceptionMiddleware], error: Exception, context: dict[str, Any]
+    routers: list[excepthub.ExceptionMiddleware],
+    error: Exception,
+    context: dict[str, Any],
+    convert: Callable[[Any, BaseException], Response] | None,
 ) -> tuple[Outcome | None, Exception, excepthub.Defaults]:
     """Ask the registries of the routers the request went through, innermost first: answer the
     first outcome, or what goes on to the app's registry and how to ask it. What goes on is the
@@ -440,7 +454,8 @@ async def _ask_routers(
     ask = DEFAULTS
     for registry in reversed(routers):
         try:
-            return await registry.handle(error, defaults=_ROUTER_ASK, **context), error, ask
+            outcome = await registry.handle(error, defaults=_ROUTER_ASK, convert=convert, **context)
+            return outcome, error, ask
         except Exception as raised:
             if raised is error:
                 resolution = registry.resolve(type(_only_leaf(error)), defaults=_ROUTER_ASK)
@@ -500,6 +515,12 @@ def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
 
 
 # -- outcome -> fastapi ---------------------------------------------------------------------
+
+
+def _rendered(value: Any, error: BaseException) -> Response:
+    """A fallback value as the `Response` sent over HTTP, converted inside handling: a value
+    `jsonable_encoder` cannot encode counts as failed and is answered masked."""
+    return value if isinstance(value, Response) else _render(value, error)
 
 
 def _render(value: Any, error: BaseException) -> Response:

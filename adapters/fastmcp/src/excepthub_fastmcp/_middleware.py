@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from types import CodeType, FrameType
 from typing import Any, Final, NoReturn, Protocol
 
@@ -53,7 +55,6 @@ __all__ = [
     "unwrap",
 ]
 
-_log = logging.getLogger("excepthub.fastmcp")
 
 # -- framework defaults ---------------------------------------------------------------------
 
@@ -64,6 +65,7 @@ _FASTMCP_ANSWERS: Final = (FastMCPError, MCPError, NotFoundError, DisabledError)
 
 DEFAULTS: Final = Defaults(
     "fastmcp",
+    supplies=("context", "fastmcp_context", "correlation_id"),  # see `_values`
     handlers={_FASTMCP_ANSWERS: reraise},
     publish_handlers={_FASTMCP_ANSWERS: reraise},
 )
@@ -148,6 +150,7 @@ class ExcepthubMiddleware(Middleware):
                 f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}"
             )
         self.registry = registry
+        registry.plug_in(DEFAULTS)  # now, so that a handler nothing can fill is refused here
         _hold_framework_logs()
 
     async def on_call_tool(
@@ -218,8 +221,11 @@ class ExcepthubMiddleware(Middleware):
         held: list[logging.LogRecord] | None,
     ) -> Any:
         error = unwrap(raised)
+        convert = partial(_convert, answers, context=context, raised=raised)
         try:
-            outcome = await self.registry.handle(error, defaults=DEFAULTS, **_values(context))
+            outcome = await self.registry.handle(
+                error, defaults=DEFAULTS, convert=convert, **_values(context)
+            )
         except Exception as escaped:
             if escaped is error and self._let_through(error):
                 _release(held)  # excepthub stood aside: FastMCP's own log is the one
@@ -229,7 +235,7 @@ class ExcepthubMiddleware(Middleware):
             self._settle(held, "unhandled" if escaped is error else "failed")
             return answers.masked(context)
         self._settle(held, "published" if outcome.published else "handled")
-        return await _reply(answers, outcome, context, raised)
+        return _reply(answers, outcome, context)
 
     def _settle(self, held: list[logging.LogRecord] | None, kind: OutcomeKind) -> None:
         if not self.registry.logs(kind):  # excepthub does not write it: FastMCP's log stands
@@ -440,35 +446,39 @@ class _Answers(Protocol):
 
 
 async def _convert(
-    answers: _Answers, value: Any, context: MiddlewareContext[Any], raised: Exception
+    answers: _Answers,
+    value: Any,
+    _error: BaseException,
+    *,
+    context: MiddlewareContext[Any],
+    raised: Exception,
 ) -> Any:
+    """A fallback value as the component's result, converted inside handling (the core's
+    `convert`): a value that does not fit (a tool's output schema) counts as failed. An MCP
+    error the value asks for is the answer too, raised by `_reply`. `raised` is what FastMCP
+    raised for the error."""
     if isinstance(value, MCPErrorReply):
-        raise value.to_mcp_error() from None
+        return value.to_mcp_error()
     if isinstance(value, Denial):
-        return answers.deny(value)
+        try:
+            return answers.deny(value)
+        except MCPError as denial:  # resources and prompts deny with an MCP error
+            return denial
     if isinstance(value, Guided):
-        converted = await _convert(answers, value.value, context, raised)
+        converted = await _convert(answers, value.value, _error, context=context, raised=raised)
+        if isinstance(converted, MCPError):
+            return converted
         return answers.guide(converted, value.guidance)
     return await answers.convert(value, context, raised)
 
 
-async def _reply(
-    answers: _Answers, outcome: Outcome, context: MiddlewareContext[Any], raised: Exception
-) -> Any:
-    """What the client gets for a handled error; `raised` is what FastMCP raised for it."""
-    if not outcome.published:  # a side-effect handler ran: the client learns only that it failed
+def _reply(answers: _Answers, outcome: Outcome, context: MiddlewareContext[Any]) -> Any:
+    """What the client gets for a handled error: the converted fallback value, else masked."""
+    if not outcome.published:  # a side-effect handler ran, or the value could not be sent
         return answers.masked(context)
-    try:
-        return await _convert(answers, outcome.value, context, raised)
-    except MCPError:
-        raise
-    except Exception:  # the handler's value does not fit (a tool's output schema, say)
-        _log.exception(
-            "the fallback value of %s for %s could not be sent",
-            getattr(outcome.handler, "__qualname__", outcome.handler),
-            type(outcome.error).__qualname__,
-        )
-        return answers.masked(context)
+    if isinstance(outcome.value, MCPError):
+        raise outcome.value from None
+    return outcome.value
 
 
 def _masked_mcp_error(message: str) -> MCPError:
@@ -498,7 +508,10 @@ class _ToolAnswers:
         tool = await _failed_tool(context, raised)
         if tool is None:
             return ToolResult(content=[] if value is None else value)
-        result = tool.convert_result(value)  # as FastMCP converts the tool's own return value
+        with warnings.catch_warnings():  # no awaits inside: the filter is this call's alone
+            # pydantic warns of a value that does not fit; the check below reports it, once
+            warnings.filterwarnings("ignore", message="Pydantic serializer warnings")
+            result = tool.convert_result(value)  # as FastMCP converts the tool's own value
         if tool.output_schema is not None and not result.is_error:
             _check_output(tool.name, tool.output_schema, result.structured_content)
         return result
