@@ -14,6 +14,7 @@ import threading
 import types
 import typing
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType
 from typing import (
@@ -89,7 +90,14 @@ class Defaults:
     and `ExceptionMiddleware.plug_in` refuses a handler that no plugged framework can fill.
     """
 
-    __slots__ = ("handlers", "logs_unhandled", "name", "publish_handlers", "supplies")
+    __slots__ = (
+        "__weakref__",
+        "handlers",
+        "logs_unhandled",
+        "name",
+        "publish_handlers",
+        "supplies",
+    )
 
     def __init__(
         self,
@@ -111,6 +119,8 @@ class Defaults:
         self.name = name
         self.logs_unhandled = logs_unhandled
         self.supplies: frozenset[str] | None = None if supplies is None else frozenset(supplies)
+        if self.supplies is not None:
+            _FRAMEWORKS.add(self)
         self.handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
             _flatten(handlers, "handlers")
         )
@@ -120,6 +130,10 @@ class Defaults:
 
     def __repr__(self) -> str:
         return f"Defaults({self.name!r})"
+
+
+_FRAMEWORKS: Final[weakref.WeakSet[Defaults]] = weakref.WeakSet()
+"""Every layering that says what it supplies: the frameworks whose adapters are imported."""
 
 
 class _Match(NamedTuple):
@@ -377,7 +391,7 @@ class ExceptionMiddleware:
                 "MRO). For both, register the side effect as an on_error hook, or a fallback "
                 f"for {hidden.key.__qualname__} that does both; see docs/concepts.md",
                 ShadowedHandlerWarning,
-                stacklevel=4,  # the user's `add_handler` or constructor call
+                stacklevel=3,  # the user's `add_handler` or constructor call
             )
 
     def shadowed(self, *, defaults: Defaults | None = None) -> list[tuple[Resolution, Resolution]]:
@@ -802,11 +816,14 @@ def _handler_name(resolution: Resolution) -> str:
 
 
 def _check_fillable(handler: Handler, key: type, plugged: tuple[Defaults, ...]) -> None:
-    """`TypeError` when no plugged framework supplies every context value `handler` needs."""
+    """`TypeError` when no framework can fill every context value `handler` needs: neither
+    one the registry is plugged into, nor one whose adapter is imported (it may be plugged
+    in next: a registry serving several frameworks is plugged into one at a time)."""
     frameworks = [d for d in plugged if d.supplies is not None]
     if not handler.needs or not frameworks:
         return
-    if any(handler.fillable(d.supplies) for d in frameworks if d.supplies is not None):
+    known = [*frameworks, *(d for d in list(_FRAMEWORKS) if d not in frameworks)]
+    if any(handler.fillable(d.supplies) for d in known if d.supplies is not None):
         return
     supplied = frozenset().union(*(d.supplies or () for d in frameworks))
     offered = "; ".join(
@@ -822,7 +839,7 @@ def _check_fillable(handler: Handler, key: type, plugged: tuple[Defaults, ...]) 
         )
     name = missing[0]
     close = difflib.get_close_matches(name, sorted(supplied), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
     raise TypeError(
         f"{where}: nothing fills its parameter {name!r} ({offered}){hint} "
         "Rename it, give it a default, or take it with Context(...) or Depends(...)"
