@@ -412,10 +412,11 @@ class ExceptionMiddleware:
         """Note that an adapter serves this registry with the framework `defaults` describes.
 
         Adapters call it when they are built with the registry. From then on, a handler that
-        asks for a context value none of the plugged frameworks supplies (`defaults.supplies`)
-        is a `TypeError`, naming the parameter, the names available and the nearest match:
-        here for the handlers registered so far, at registration for those that follow.
-        A parameter with a default, `Context(...)` or `Depends(...)` is never refused.
+        asks for a context value no framework supplies (`defaults.supplies`: the plugged ones,
+        and those whose adapter is imported, which may be plugged in next) is a `TypeError`
+        naming the parameter, the names supplied and the nearest match: here for the handlers
+        registered so far, at registration for those that follow. A parameter with a default,
+        `Context(...)` or `Depends(...)` is never refused.
         """
         if not isinstance(defaults, Defaults):
             raise TypeError(f"plug_in() takes an excepthub.Defaults, got {safe_repr(defaults)}")
@@ -722,16 +723,19 @@ class ExceptionMiddleware:
             steered = self._passes_through(tables, failure)
             await self._report("handled" if steered else "failed", error, handler.func, context)
             raise
-        if publish and convert is not None:
-            try:
-                value = convert(value, error)
-                if inspect.iscoroutine(value):
-                    value = await value
-            except Exception as failure:  # the value cannot be sent: failed, and answered masked
-                _chain(failure, error)
-                detail = f": its value could not be sent ({type(failure).__name__}: {failure})"
-                await self._report("failed", error, handler.func, context, detail, shown=failure)
-                return _new_outcome(Outcome, (False, None, handler.func, error))
+        if publish:
+            if convert is not None:
+                try:
+                    value = convert(value, error)
+                    if inspect.iscoroutine(value):
+                        value = await value
+                except Exception as failure:  # it cannot be sent: failed, and answered masked
+                    _chain(failure, error)
+                    detail = f": its value could not be sent ({type(failure).__name__}: {failure})"
+                    await self._report(
+                        "failed", error, handler.func, context, detail, shown=failure
+                    )
+                    return _new_outcome(Outcome, (False, None, handler.func, error))
         elif value is not None and handler.drops_values:
             _warn_dropped(handler, error, value)
         kind: OutcomeKind = "published" if publish else "handled"
