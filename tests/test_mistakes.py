@@ -58,7 +58,7 @@ def test_a_side_effect_handler_under_a_fallback_for_a_base_class_is_warned_about
         exc.add_handler(PaymentGatewayDown)(page_payments)
 
     message = str(caught[0].message)
-    assert "page_payments for PaymentGatewayDown never runs" in message
+    assert "page_payments for PaymentGatewayDown never runs for PaymentGatewayDown" in message
     assert "the fallback handler sorry for its base class Exception takes it first" in message
     assert "on_error hook" in message
     assert caught[0].filename == __file__  # it points at the registration

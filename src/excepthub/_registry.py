@@ -385,7 +385,7 @@ class ExceptionMiddleware:
         for hidden, by in news:
             warnings.warn(
                 f"the side-effect handler {_handler_name(hidden)} for {hidden.key.__qualname__} "
-                f"never runs for a {hidden.key.__qualname__} error: the fallback handler "
+                f"never runs for {hidden.key.__qualname__} errors: the fallback handler "
                 f"{_handler_name(by)} for its base class {by.key.__qualname__} takes it first "
                 "(fallback handlers are asked before side-effect handlers, however far up the "
                 "MRO). For both, register the side effect as an on_error hook, or a fallback "
@@ -619,10 +619,11 @@ class ExceptionMiddleware:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         cls = type(error)
         routes = tables.memo.get(cls) or self._remember(tables, cls)
+        # `publish` and `convert` passed by position: keywords cost a coroutine's creation more
         if (match := routes.publish) is not None:
-            return self._run(match.handler, error, tables, context, publish=True, convert=convert)
+            return self._run(match.handler, error, tables, context, True, convert)
         if (match := routes.general) is not None:
-            return self._run(match.handler, error, tables, context, publish=False)
+            return self._run(match.handler, error, tables, context, False)
         return self._unhandled(error, tables, context)
 
     async def _unhandled(
@@ -699,7 +700,6 @@ class ExceptionMiddleware:
         error: Exception,
         tables: _Tables,
         context: Mapping[str, Any],
-        *,
         publish: bool,
         convert: Callable[[Any, BaseException], Any] | None = None,
     ) -> Outcome:
