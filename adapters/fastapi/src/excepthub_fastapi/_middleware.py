@@ -334,10 +334,8 @@ class _Failures:
             raise error
         outcome = await self._handle(conn, error, scope.get(_ROUTERS) if from_route else None)
         answer: Any
-        if isinstance(outcome, Outcome) and outcome.published:  # a `Response`, else JSON
+        if isinstance(outcome, Outcome) and outcome.published:  # over HTTP, rendered already
             answer = outcome.value
-            if not isinstance(answer, Response) and scope["type"] == "http":
-                answer = _render(answer, outcome.error)
         else:  # handled for its effects, or unhandled (logged once): FastAPI's answer, masked
             failed = outcome.error if isinstance(outcome, Outcome) else outcome
             handler = _masked_answer(conn, failed)
