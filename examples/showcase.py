@@ -16,7 +16,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import anyio
 import httpx
@@ -38,13 +37,15 @@ class ShopError(Exception):
 
 
 class OutOfStock(ShopError):
+    status_code = 409  # what FastAPI answers with a fallback value for it: a conflict
+
     def __init__(self, sku: str) -> None:
         super().__init__(f"{sku} is out of stock")
         self.sku = sku
 
 
 class PaymentDeclined(ShopError):
-    pass
+    status_code = 422  # the order was understood, and cannot be processed
 
 
 SECRET = "db-password=hunter2"  # put in exception messages: it must reach no client
@@ -191,15 +192,18 @@ async def report(name: str, client: AbstractAsyncContextManager[Call]) -> bool:
         for sku in CASES:
             taken_by.clear()
             received = await call(sku)
-            took = ", ".join(f"{e.outcome} by {_name(e.handler)}" for e in taken_by)
+            took = ", ".join(_outcome(event) for event in taken_by)
             print(f"  {sku:<16} client got: {received[:80]}")
             print(f"  {'':<16} excepthub:  {took or '-'}")
             leaked |= SECRET in received
     return leaked
 
 
-def _name(handler: Any) -> str:
-    return getattr(handler, "__name__", repr(handler)) if handler is not None else "no handler"
+def _outcome(event: ErrorEvent) -> str:
+    """`RuntimeError unhandled`, `OutOfStock published by out_of_stock`: as excepthub logs it."""
+    outcome = f"{type(event.error).__name__} {event.outcome}"
+    handler = event.handler
+    return outcome if handler is None else f"{outcome} by {getattr(handler, '__name__', handler)}"
 
 
 async def main() -> None:

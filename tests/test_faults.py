@@ -284,11 +284,11 @@ def raise_in_a_frame() -> tuple[Boom, weakref.ref[Marker]]:
         return error, weakref.ref(marker)
 
 
-async def handled_async(error: Boom) -> str:
+async def handled_async(error: Exception) -> str:
     return "handled"
 
 
-def handled_sync(error: Boom) -> str:
+def handled_sync(error: Exception) -> str:
     return "handled"
 
 
@@ -296,12 +296,13 @@ def a_dependency() -> Iterator[int]:
     yield 1
 
 
-async def handled_with_depends(error: Boom, one: int = Depends(a_dependency)) -> str:
+async def handled_with_depends(error: Exception, one: int = Depends(a_dependency)) -> str:
     return "handled"
 
 
 @pytest.mark.parametrize("handler", [handled_async, handled_sync, handled_with_depends])
 @pytest.mark.parametrize("publish", [True, False], ids=["fallback", "side-effect"])
+@pytest.mark.filterwarnings("ignore::excepthub.DroppedValueWarning")  # the same handlers for both
 async def test_handled_exception_its_traceback_and_frames_are_freed_after_handle(
     handler: Callable[..., Any], publish: bool
 ) -> None:
@@ -335,6 +336,7 @@ async def test_unhandled_exception_is_freed_once_the_caller_drops_it() -> None:
     assert marker() is None
 
 
+@pytest.mark.filterwarnings("ignore::excepthub.DroppedValueWarning")
 async def test_handled_group_and_its_leaves_are_freed_after_handle() -> None:
     exc = ExceptionMiddleware(handlers={Exception: handled_async}, logger=None)
     leaf, marker = raise_in_a_frame()

@@ -15,7 +15,7 @@ from fast_depends import Provider
 from fast_depends.core import CallModel
 from fast_depends.library import CustomField
 
-from excepthub import Context, Depends, ExceptionMiddleware, Outcome, reraise
+from excepthub import Context, Depends, DroppedValueWarning, ExceptionMiddleware, Outcome, reraise
 from excepthub._handlers import compile_handler
 
 pytestmark = pytest.mark.anyio
@@ -595,7 +595,8 @@ async def test_side_effect_outcome_carries_no_value() -> None:
     async def on_value(error: ValueError) -> str:
         return "ignored"
 
-    exc = ExceptionMiddleware(handlers={ValueError: on_value})
+    with pytest.warns(DroppedValueWarning):  # typed `-> str`: the value would be dropped
+        exc = ExceptionMiddleware(handlers={ValueError: on_value})
     error = ValueError()
 
     assert await exc.handle(error) == Outcome(False, None, on_value, error)

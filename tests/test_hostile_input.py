@@ -206,6 +206,7 @@ def test_any_key_is_accepted_or_refused_with_a_type_error(key: Any) -> None:
 
 @SETTINGS
 @given(handler=handlers, publish=st.booleans())
+@pytest.mark.filterwarnings("ignore::excepthub.DroppedValueWarning")  # any handler, any role
 def test_any_handler_is_accepted_or_refused_with_a_type_error(handler: Any, publish: bool) -> None:
     exc = registry()
     before = snapshot(exc)

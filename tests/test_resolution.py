@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from excepthub import Defaults, ExceptionMiddleware, Resolution, reraise
+from excepthub import Defaults, ExceptionMiddleware, Resolution, ShadowedHandlerWarning, reraise
 
 
 def general(error: Exception) -> None: ...
@@ -69,7 +69,10 @@ def test_exact_class_wins_over_its_ancestors() -> None:
 
 
 def test_fallback_handler_wins_over_a_nearer_side_effect_handler() -> None:
-    exc = ExceptionMiddleware(handlers={KeyError: general}, publish_handlers={Exception: fallback})
+    with pytest.warns(ShadowedHandlerWarning):  # the side-effect handler never runs: said
+        exc = ExceptionMiddleware(
+            handlers={KeyError: general}, publish_handlers={Exception: fallback}
+        )
 
     assert exc.resolve(KeyError) == Resolution(fallback, True, Exception)
 

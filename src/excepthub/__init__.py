@@ -8,7 +8,16 @@ from fast_depends import Depends
 
 from ._handlers import Context
 from ._observe import ErrorHook
-from ._outcome import ErrorEvent, Outcome, OutcomeKind, Resolution, reraise
+from ._outcome import (
+    DroppedValueWarning,
+    ErrorEvent,
+    ExcepthubWarning,
+    Outcome,
+    OutcomeKind,
+    Resolution,
+    ShadowedHandlerWarning,
+    reraise,
+)
 from ._registry import Defaults, ExceptionKey, ExceptionMiddleware
 from ._retry import Retry
 from ._version import __version__
@@ -17,7 +26,9 @@ __all__ = [
     "Context",
     "Defaults",
     "Depends",
+    "DroppedValueWarning",
     "ErrorEvent",
+    "ExcepthubWarning",
     "ErrorHook",
     "ExceptionKey",
     "ExceptionMiddleware",
@@ -25,6 +36,7 @@ __all__ = [
     "OutcomeKind",
     "Resolution",
     "Retry",
+    "ShadowedHandlerWarning",
     "reraise",
     "__version__",
 ]

@@ -21,7 +21,7 @@ from fast_depends.core import build_call_model
 from fast_depends.dependencies import Dependant
 from fast_depends.library import CustomField
 
-__all__ = ["Context", "ContextField", "Handler", "compile_handler", "safe_repr"]
+__all__ = ["Context", "ContextField", "Handler", "available", "compile_handler", "safe_repr"]
 
 _EMPTY: Final = inspect.Parameter.empty
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -77,6 +77,7 @@ class ContextField(CustomField):
         if self.default is _EMPTY:  # raised outside `except`: the error stays its __context__
             raise LookupError(
                 f"no context value {self.name or param_name!r} for parameter {param_name!r}"
+                f"{available(context)}"
             )
         return self.default
 
@@ -103,7 +104,17 @@ class Handler:
     an async function of the error alone (the common handler), for callers to call directly.
     """
 
-    __slots__ = ("alone", "func", "invoke", "model", "name")
+    __slots__ = (
+        "alone",
+        "drops_values",
+        "error_types",
+        "func",
+        "invoke",
+        "model",
+        "name",
+        "needs",
+        "returns",
+    )
 
     def __init__(
         self,
@@ -114,13 +125,27 @@ class Handler:
         positional: tuple[str, ...],
         fills: tuple[_Fill, ...],
         model: Any,
+        error_types: tuple[type, ...] | None = None,
+        returns: Any = _EMPTY,
     ) -> None:
         self.func = func
         self.name = _describe(func)
         self.model = model  # a fast-depends call model, only when the handler uses Depends
+        self.error_types = error_types  # what the error parameter is annotated with, if anything
+        self.returns = returns  # the return annotation, `_EMPTY` when there is none
+        # each entry: the context names, any one of which fills one required parameter
+        self.needs: tuple[tuple[str, ...], ...] = (
+            *((name, LEADING) if name != LEADING else (name,) for name in positional),
+            *((name,) for kind, name, detail in fills if kind == "name" and detail is _EMPTY),
+        )
+        self.drops_values = False  # set by the registry: a side-effect handler not typed `-> None`
         self.invoke = _invoker(func, inline, error_param, positional, fills, model)
         simple = model is None and not positional and not fills and _is_async(func)
         self.alone: Callable[[BaseException], Awaitable[Any]] | None = func if simple else None
+
+    def fillable(self, supplied: frozenset[str]) -> bool:
+        """Whether a framework that supplies the context names `supplied` fills every parameter."""
+        return all(any(name in supplied for name in names) for names in self.needs)
 
     def __repr__(self) -> str:
         return f"<Handler {self.name}>"
@@ -182,7 +207,9 @@ def _leading(name: str, context: Mapping[str, Any]) -> Any:
     if LEADING in context:
         return context[LEADING]
     # raised here, not as a bare KeyError, which would hide the error's chain
-    raise LookupError(f"no context value {name!r} (nor {LEADING!r}) for parameter {name!r}")
+    raise LookupError(
+        f"no context value {name!r} (nor {LEADING!r}) for parameter {name!r}{available(context)}"
+    )
 
 
 def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provider) -> Handler:
@@ -235,6 +262,8 @@ def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provide
         positional=positional,
         fills=tuple(fills),
         model=model,
+        error_types=_exception_classes(annotations.get(error_param.name)),
+        returns=annotations.get("return", _EMPTY),
     )
 
 
@@ -245,7 +274,9 @@ def _fill(fills: tuple[_Fill, ...], context: Mapping[str, Any]) -> dict[str, Any
             if name in context:
                 kwargs[name] = context[name]
             elif detail is _EMPTY:
-                raise LookupError(f"no context value {name!r} for parameter {name!r}")
+                raise LookupError(
+                    f"no context value {name!r} for parameter {name!r}{available(context)}"
+                )
         elif kind == "context":
             kwargs[name] = detail.lookup(context, name)
         elif kind == "field":  # a foreign fast-depends field (FastStream's Context): ask it
@@ -325,6 +356,17 @@ def _error_index(params: list[inspect.Parameter], annotations: Mapping[str, Any]
     return positional[0]
 
 
+def _exception_classes(annotation: Any) -> tuple[type, ...] | None:
+    """The exception classes an annotation names (`KeyError | IndexError`), or `None`."""
+    if not _is_exception_annotation(annotation):
+        return None
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(c for a in typing.get_args(annotation) for c in _exception_classes(a) or ())
+    return (typing.get_origin(annotation) or annotation,)
+
+
 def _is_exception_annotation(annotation: Any) -> bool:
     if annotation is None:
         return False
@@ -347,6 +389,12 @@ def _annotated_metadata(annotation: Any) -> tuple[Any, ...]:
     if typing.get_origin(annotation) is typing.Annotated:
         return tuple(typing.get_args(annotation)[1:])
     return ()
+
+
+def available(context: Mapping[str, Any]) -> str:
+    """The context names a handler could have asked for, for a `LookupError`'s message."""
+    names = sorted(name for name in context if not name.endswith("__"))
+    return f"; the context has {', '.join(names)}" if names else "; the context is empty"
 
 
 def safe_repr(value: object) -> str:

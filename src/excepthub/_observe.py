@@ -88,15 +88,17 @@ class Observer:
         detail: str = "",
         *,
         log: bool = True,
+        shown: BaseException | None = None,
     ) -> None:
         """Count and log one error's outcome (`log=False`: count only, the framework logs it);
-        the caller awaits `notify` when there are hooks."""
+        `shown` is the exception whose traceback the record carries, if not `error`'s. The
+        caller awaits `notify` when there are hooks."""
         cls = type(error)
         key = (_NAMES.get(cls) or _name_of(cls), kind)  # `_class_name`, spelled out: hot path
         stats = self._stats
         next(stats.get(key) or stats.setdefault(key, itertools.count(1)))
         if log and self._logger is not None and (level := self._levels[kind]) is not None:
-            self._log(level, kind, error, handler, context, detail)
+            self._log(level, kind, error, handler, context, detail, shown)
 
     def _log(
         self,
@@ -106,6 +108,7 @@ class Observer:
         handler: Callable[..., Any] | None,
         context: Mapping[str, Any],
         detail: str,
+        shown: BaseException | None = None,
     ) -> None:
         assert self._logger is not None
         if not self._logger.isEnabledFor(level):
@@ -122,7 +125,7 @@ class Observer:
             by,
             detail,
             where,
-            exc_info=error if kind in _TRACEBACK_FOR else None,
+            exc_info=(shown or error) if kind in _TRACEBACK_FOR else None,
             extra={
                 "excepthub_outcome": kind,
                 "excepthub_exception": name,

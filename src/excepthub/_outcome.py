@@ -6,7 +6,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, NoReturn, TypeAlias
 
-__all__ = ["ErrorEvent", "Outcome", "OutcomeKind", "Resolution", "reraise"]
+__all__ = [
+    "DroppedValueWarning",
+    "ErrorEvent",
+    "ExcepthubWarning",
+    "Outcome",
+    "OutcomeKind",
+    "Resolution",
+    "ShadowedHandlerWarning",
+    "reraise",
+]
 
 OutcomeKind: TypeAlias = Literal["published", "handled", "unhandled", "failed", "retried"]
 """How an error ended: a fallback value `published`, `handled` by a side-effect handler,
@@ -64,3 +73,17 @@ def reraise(error: BaseException, /) -> NoReturn:
     framework's control-flow exceptions with it.
     """
     raise error
+
+
+class ExcepthubWarning(UserWarning):
+    """A registration that works, but not as it was likely meant to: the base of excepthub's
+    warnings (`warnings.simplefilter("error", ExcepthubWarning)` turns them into errors)."""
+
+
+class ShadowedHandlerWarning(ExcepthubWarning):
+    """A side-effect handler never runs for its own class: a fallback handler for a class up
+    its MRO is asked first. Each pair is warned about once; `exc.shadowed()` lists them all."""
+
+
+class DroppedValueWarning(ExcepthubWarning):
+    """A side-effect handler returns a value, which is dropped: `publish=True` was forgotten."""

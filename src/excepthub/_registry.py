@@ -7,11 +7,18 @@ once `add_handler` has returned.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import threading
+import types
+import typing
+import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType
 from typing import (
+    TYPE_CHECKING,
     Any,
     Final,
     Literal,
@@ -28,7 +35,14 @@ from fast_depends import Provider
 from ._groups import leaves, only_leaf, remainder
 from ._handlers import Handler, compile_handler, safe_repr
 from ._observe import ErrorHook, Observer
-from ._outcome import Outcome, OutcomeKind, Resolution, reraise
+from ._outcome import (
+    DroppedValueWarning,
+    Outcome,
+    OutcomeKind,
+    Resolution,
+    ShadowedHandlerWarning,
+    reraise,
+)
 from ._retry import Retry
 
 __all__ = ["Defaults", "ExceptionMiddleware", "ExceptionKey"]
@@ -69,9 +83,21 @@ class Defaults:
     `logs_unhandled=True` says the framework itself logs an error that goes on unhandled (the
     server's "Exception in ASGI application", FastStream's consumer log): excepthub then counts
     it and shows it to hooks, but writes no record of its own, so the error is logged once.
+
+    `supplies` names the context values the adapter passes to `handle` under this layering
+    (`("request", "websocket", "correlation_id")`). Then a handler that asks for a value the
+    framework does not supply is left out of this layering (it runs where it can be filled),
+    and `ExceptionMiddleware.plug_in` refuses a handler that no plugged framework can fill.
     """
 
-    __slots__ = ("handlers", "logs_unhandled", "name", "publish_handlers")
+    __slots__ = (
+        "__weakref__",
+        "handlers",
+        "logs_unhandled",
+        "name",
+        "publish_handlers",
+        "supplies",
+    )
 
     def __init__(
         self,
@@ -80,11 +106,21 @@ class Defaults:
         handlers: HandlerMap | None = None,
         publish_handlers: HandlerMap | None = None,
         logs_unhandled: bool = False,
+        supplies: Iterable[str] | None = None,
     ) -> None:
         if not isinstance(logs_unhandled, bool):
             raise TypeError(f"logs_unhandled must be a bool, got {safe_repr(logs_unhandled)}")
+        if isinstance(supplies, str) or (
+            supplies is not None and not all(isinstance(n, str) for n in supplies)
+        ):
+            raise TypeError(
+                f"supplies must be an iterable of context names, got {safe_repr(supplies)}"
+            )
         self.name = name
         self.logs_unhandled = logs_unhandled
+        self.supplies: frozenset[str] | None = None if supplies is None else frozenset(supplies)
+        if self.supplies is not None:
+            _FRAMEWORKS.add(self)
         self.handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
             _flatten(handlers, "handlers")
         )
@@ -94,6 +130,10 @@ class Defaults:
 
     def __repr__(self) -> str:
         return f"Defaults({self.name!r})"
+
+
+_FRAMEWORKS: Final[weakref.WeakSet[Defaults]] = weakref.WeakSet()
+"""Every layering that says what it supplies: the frameworks whose adapters are imported."""
 
 
 class _Match(NamedTuple):
@@ -165,6 +205,11 @@ class ExceptionMiddleware:
     which are transient (see `Retry`).
     """
 
+    serves: tuple[Defaults, ...] = ()
+    """The frameworks every registry of this class serves from its construction: set by a
+    subclass that is itself a framework's middleware (`excepthub_faststream.ExceptionMiddleware`),
+    which is plugged in as soon as it exists (see `plug_in`)."""
+
     def __init__(
         self,
         handlers: HandlerMap | None = None,
@@ -192,11 +237,15 @@ class ExceptionMiddleware:
         self._compiled: dict[bool, dict[type, Handler]] = {True: {}, False: {}}
         self._defaults: dict[Defaults, tuple[dict[type, Handler], dict[type, Handler]]] = {}
         self._state = _State(_Tables({}, {}))
+        self._plugged: tuple[Defaults, ...] = ()  # the frameworks it serves, by their defaults
+        self._warned: set[tuple[type, type]] = set()  # shadowed pairs warned about already
         entries = [
             *self._compile(_flatten(publish_handlers, "publish_handlers"), publish=True),
             *self._compile(_flatten(handlers, "handlers"), publish=False),
         ]
         self._register(entries)
+        for framework in self.serves:
+            self.plug_in(framework)
 
     # -- registration -------------------------------------------------------------------
 
@@ -242,7 +291,7 @@ class ExceptionMiddleware:
             )
 
         def register(func: _F) -> _F:
-            handler = self._compile_one(func, keys, inline)
+            handler = self._compile_one(func, keys, inline, publish, stacklevel=3)
             self._register([(key, handler, publish) for key in keys])
             return func
 
@@ -267,34 +316,66 @@ class ExceptionMiddleware:
         return MappingProxyType(self._user[True])
 
     def _compile(
-        self, funcs: Mapping[type[Exception], Callable[..., Any]], *, publish: bool
+        self, funcs: Mapping[type[Exception], Callable[..., Any]], *, publish: bool | None
     ) -> list[tuple[type[Exception], Handler, bool]]:
         compiled: dict[int, Handler] = {}  # one Handler per function, shared by its keys
         entries = []
         for key, func in funcs.items():
-            handler = compiled.get(id(func)) or self._compile_one(func, (key,), None)
+            handler = compiled.get(id(func)) or self._compile_one(func, (key,), None, publish)
             compiled[id(func)] = handler
-            entries.append((key, handler, publish))
+            entries.append((key, handler, bool(publish)))
         return entries
 
     def _compile_map(
         self, funcs: Mapping[type[Exception], Callable[..., Any]]
     ) -> dict[type, Handler]:
-        return {key: handler for key, handler, _ in self._compile(funcs, publish=False)}
+        return {key: handler for key, handler, _ in self._compile(funcs, publish=None)}
 
     def _compile_one(
-        self, func: Callable[..., Any], keys: tuple[type[Exception], ...], inline: bool | None
+        self,
+        func: Callable[..., Any],
+        keys: tuple[type[Exception], ...],
+        inline: bool | None,
+        publish: bool | None,  # None: a framework's default, whose role is the adapter's
+        *,
+        stacklevel: int = 4,  # where a warning points: the user's registration
     ) -> Handler:
+        names = ", ".join(k.__qualname__ for k in keys)
         try:
-            return compile_handler(
+            handler = compile_handler(
                 func, inline=self.inline if inline is None else inline, provider=self.provider
             )
         except TypeError as error:
-            names = ", ".join(k.__qualname__ for k in keys)
             raise TypeError(f"cannot register {safe_repr(func)} for {names}: {error}") from None
+        accepted = handler.error_types
+        if accepted is not None:
+            for key in keys:
+                if not issubclass(key, accepted):  # it would be called with what it does not take
+                    wanted = " | ".join(c.__qualname__ for c in accepted)
+                    raise TypeError(
+                        f"cannot register {handler.name} for {key.__qualname__}: its error "
+                        f"parameter is annotated {wanted}, which {key.__qualname__} is not a "
+                        f"subclass of; annotate it {key.__qualname__} (or a base class of every "
+                        "class it is registered for), "
+                        f"or register it for {wanted}"
+                    )
+        if publish is False:
+            if _returns_value(handler.returns):
+                warnings.warn(
+                    f"{handler.name} is registered for {names} as a side-effect handler, but it "
+                    f"returns {_type_name(handler.returns)}: its value will be dropped. Register "
+                    "it with publish=True to send its value, or annotate it -> None",
+                    DroppedValueWarning,
+                    stacklevel=stacklevel,
+                )
+            elif handler.returns is inspect.Parameter.empty:
+                handler.drops_values = True  # not typed: warn the first time it returns a value
+        return handler
 
     def _register(self, entries: list[tuple[type[Exception], Handler, bool]]) -> None:
         with self._lock:
+            for key, handler, _ in entries:  # before anything changes: a refusal changes nothing
+                _check_fillable(handler, key, self._plugged)
             user = {kind: dict(funcs) for kind, funcs in self._user.items()}
             compiled = {kind: dict(handlers) for kind, handlers in self._compiled.items()}
             for key, handler, publish in entries:
@@ -302,6 +383,86 @@ class ExceptionMiddleware:
                 compiled[publish][key] = handler
             self._user, self._compiled = user, compiled
             self._state = _State(_Tables(compiled[True], compiled[False]))  # clears every memo
+            news = [pair for pair in _shadowed(self._state.base) if _pair(pair) not in self._warned]
+            self._warned.update(_pair(pair) for pair in news)
+        for hidden, by in news:
+            warnings.warn(
+                f"the side-effect handler {_handler_name(hidden)} for {hidden.key.__qualname__} "
+                f"never runs for {hidden.key.__qualname__} errors: the fallback handler "
+                f"{_handler_name(by)} for its base class {by.key.__qualname__} takes it first "
+                "(fallback handlers are asked before side-effect handlers, however far up the "
+                "MRO). For both, register the side effect as an on_error hook, or a fallback "
+                f"for {hidden.key.__qualname__} that does both (the documentation's Concepts "
+                "page, 'Shadowed side-effect handlers')",
+                ShadowedHandlerWarning,
+                stacklevel=3,  # the user's `add_handler` or constructor call
+            )
+
+    def shadowed(self, *, defaults: Defaults | None = None) -> list[tuple[Resolution, Resolution]]:
+        """Every side-effect handler that never runs for the direct instances of its class,
+        with the fallback handler that takes them first: `[(hidden, by), ...]`.
+
+        `defaults` includes a framework's own handlers, as that adapter resolves.
+
+        ```python
+        assert exc.shadowed() == []  # in a test: every side-effect handler can run
+        ```
+        """
+        return _shadowed(self._tables(defaults))
+
+    # -- plug-in ------------------------------------------------------------------------
+
+    def plug_in(self, defaults: Defaults) -> None:
+        """Note that an adapter serves this registry with the framework `defaults` describes.
+
+        Adapters call it when they are built with the registry. From then on, a handler that
+        asks for a context value no framework supplies (`defaults.supplies`: the plugged ones,
+        and those whose adapter is imported, which may be plugged in next) is a `TypeError`
+        naming the parameter, the names supplied and the nearest match: here for the handlers
+        registered so far, at registration for those that follow. A parameter with a default,
+        `Context(...)` or `Depends(...)` is never refused.
+        """
+        if not isinstance(defaults, Defaults):
+            raise TypeError(f"plug_in() takes an excepthub.Defaults, got {safe_repr(defaults)}")
+        if defaults in self._plugged:
+            return
+        with self._lock:
+            plugged = (*self._plugged, defaults)
+            for publish in (True, False):
+                for key, handler in self._compiled[publish].items():
+                    _check_fillable(handler, key, plugged)
+            self._plugged = plugged
+
+    if not TYPE_CHECKING:  # at run time only: to a type checker, a registry is no middleware
+
+        def __iter__(self) -> NoReturn:
+            # FastAPI unpacks each `middleware=[...]` entry as (class, args, kwargs)
+            raise TypeError(
+                "an excepthub.ExceptionMiddleware is a registry, not a middleware: "
+                "plug it into FastAPI with FastAPI(middleware=[excepthub_fastapi.middleware(exc)])"
+            )
+
+        def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+            if "context" in kwargs:  # FastStream asks its middleware factory `(msg, context=)`
+                fix = (
+                    "plug it into FastStream with Broker(middlewares="
+                    "[excepthub_faststream.middleware(exc)]), or build it as "
+                    "excepthub_faststream.ExceptionMiddleware"
+                )
+            elif len(args) == 2 and not kwargs:  # FastMCP calls `middleware(context, call_next)`
+                fix = (
+                    "plug it into FastMCP with FastMCP(middleware="
+                    "[excepthub_fastmcp.middleware(exc)])"
+                )
+            else:
+                fix = (
+                    "plug it in with excepthub_fastapi.middleware(exc), "
+                    "excepthub_faststream.middleware(exc) or excepthub_fastmcp.middleware(exc), "
+                    "and hand errors to it with `await exc.handle(error)`"
+                )
+            raise TypeError(
+                f"an excepthub.ExceptionMiddleware is a registry, not a middleware: {fix}"
+            )
 
     # -- resolution ---------------------------------------------------------------------
 
@@ -341,10 +502,15 @@ class ExceptionMiddleware:
                     self._compile_map(defaults.handlers),
                 )
             publish, general = self._defaults[defaults]
-            mine = state.base.publish.keys() | state.base.general.keys()  # a user key replaces both
+            user_publish, user_general = state.base.publish, state.base.general
+            supplied = defaults.supplies
+            if supplied is not None:  # a handler runs only where its parameters can be filled
+                user_publish = {k: h for k, h in user_publish.items() if h.fillable(supplied)}
+                user_general = {k: h for k, h in user_general.items() if h.fillable(supplied)}
+            mine = user_publish.keys() | user_general.keys()  # a user key replaces both
             tables = _Tables(
-                {k: h for k, h in publish.items() if k not in mine} | state.base.publish,
-                {k: h for k, h in general.items() if k not in mine} | state.base.general,
+                {k: h for k, h in publish.items() if k not in mine} | user_publish,
+                {k: h for k, h in general.items() if k not in mine} | user_general,
                 logs_unhandled=not defaults.logs_unhandled,
                 users=state.base.users,
             )
@@ -377,6 +543,7 @@ class ExceptionMiddleware:
         *,
         defaults: Defaults | None = None,
         publish: bool = True,
+        convert: Callable[[Any, BaseException], Any] | None = None,
         **context: Any,
     ) -> Coroutine[Any, Any, Outcome]:
         """Hand `error` to its handler: await it for the `Outcome`, or for `error` re-raised.
@@ -388,6 +555,11 @@ class ExceptionMiddleware:
         by leaf, like `except*`. `publish=False` is for errors that have no result to replace
         (FastStream's parser errors): only side-effect handlers are asked.
 
+        `convert(value, error)` (sync or async) is how an adapter turns a fallback value into
+        what its framework sends (a tool result checked against its output schema, JSON). If it
+        raises, the value could not be sent: the error counts as `failed`, is logged once with
+        what went wrong, and the outcome is that of a handled error (the masked answer).
+
         A plain function that hands back the coroutine doing the work (nothing happens until
         it is awaited): the error path of every failed request or message, one coroutine
         fewer than an `async def` calling it.
@@ -397,10 +569,15 @@ class ExceptionMiddleware:
         if tables is None:
             tables = self._tables(defaults, publish)
         if isinstance(error, BaseExceptionGroup):
-            return self._handle_group(error, tables, context)
+            return self._handle_group(error, tables, context, convert)
         if isinstance(error, Exception):
-            return self._handle_one(error, tables, context)
-        return _raising(error)
+            return self._handle_one(error, tables, context, convert)
+        if isinstance(error, BaseException):
+            return _raising(error)
+        raise TypeError(
+            f"handle() takes the exception to handle, got {safe_repr(error)}: pass the "
+            "exception object itself (`except Exception as error: await exc.handle(error)`)"
+        )
 
     async def call_with_retries(self, work: Callable[[], Awaitable[_T]], /, **context: Any) -> _T:
         """Run `work()`, again while it fails with a transient error and attempts remain.
@@ -438,15 +615,20 @@ class ExceptionMiddleware:
         self._observer.reset()
 
     def _handle_one(
-        self, error: Exception, tables: _Tables, context: Mapping[str, Any]
+        self,
+        error: Exception,
+        tables: _Tables,
+        context: Mapping[str, Any],
+        convert: Callable[[Any, BaseException], Any] | None = None,
     ) -> Coroutine[Any, Any, Outcome]:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         cls = type(error)
         routes = tables.memo.get(cls) or self._remember(tables, cls)
+        # `publish` and `convert` passed by position: keywords cost a coroutine's creation more
         if (match := routes.publish) is not None:
-            return self._run(match.handler, error, tables, context, publish=True)
+            return self._run(match.handler, error, tables, context, True, convert)
         if (match := routes.general) is not None:
-            return self._run(match.handler, error, tables, context, publish=False)
+            return self._run(match.handler, error, tables, context, False)
         return self._unhandled(error, tables, context)
 
     async def _unhandled(
@@ -460,11 +642,13 @@ class ExceptionMiddleware:
         group: BaseExceptionGroup[BaseException],
         tables: _Tables,
         context: Mapping[str, Any],
+        convert: Callable[[Any, BaseException], Any] | None,
     ) -> Outcome:
         routes = self._routes(tables, type(group))  # handlers keyed on group classes
         if (match := routes.publish or routes.general) is not None and isinstance(group, Exception):
+            publish = match is routes.publish
             return await self._run(
-                match.handler, group, tables, context, publish=match is routes.publish
+                match.handler, group, tables, context, publish=publish, convert=convert
             )
         if not any(self._takes(tables, leaf) for leaf in leaves(group)):
             for each in leaves(group):  # counted per leaf, as when a group is taken apart
@@ -474,7 +658,8 @@ class ExceptionMiddleware:
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
             if isinstance(leaf, Exception):
-                outcome = await _unless_let_through(self._handle_one(leaf, tables, context), leaf)
+                run = self._handle_one(leaf, tables, context, convert)
+                outcome = await _unless_let_through(run, leaf)
                 if outcome is not None:
                     return outcome
             _propagate(group)  # not taken: the group goes on as it came
@@ -487,7 +672,9 @@ class ExceptionMiddleware:
             if isinstance(leaf, Exception):
                 routes = self._routes(tables, type(leaf))
                 if routes.publish is not None and published is None:
-                    run = self._run(routes.publish.handler, leaf, tables, context, publish=True)
+                    run = self._run(
+                        routes.publish.handler, leaf, tables, context, publish=True, convert=convert
+                    )
                 elif (match := routes.general or routes.publish) is not None:
                     run = self._run(match.handler, leaf, tables, context, publish=False)
                 else:
@@ -523,8 +710,8 @@ class ExceptionMiddleware:
         error: Exception,
         tables: _Tables,
         context: Mapping[str, Any],
-        *,
         publish: bool,
+        convert: Callable[[Any, BaseException], Any] | None = None,
     ) -> Outcome:
         """Call `handler` for `error`: its `Outcome`, or `error` raised on unchanged when the
         handler lets it through (a pass-through, or a handler that re-raised it)."""
@@ -546,6 +733,21 @@ class ExceptionMiddleware:
             steered = self._passes_through(tables, failure)
             await self._report("handled" if steered else "failed", error, handler.func, context)
             raise
+        if publish:
+            if convert is not None:
+                try:
+                    value = convert(value, error)
+                    if inspect.iscoroutine(value):
+                        value = await value
+                except Exception as failure:  # it cannot be sent: failed, and answered masked
+                    _chain(failure, error)
+                    detail = f": its value could not be sent ({type(failure).__name__}: {failure})"
+                    await self._report(
+                        "failed", error, handler.func, context, detail, shown=failure
+                    )
+                    return _new_outcome(Outcome, (False, None, handler.func, error))
+        elif value is not None and handler.drops_values:
+            _warn_dropped(handler, error, value)
         kind: OutcomeKind = "published" if publish else "handled"
         observer = self._observer  # the hot path: count and log without another coroutine
         observer.record(kind, error, handler.func, context)
@@ -581,8 +783,9 @@ class ExceptionMiddleware:
         detail: str = "",
         *,
         log: bool = True,
+        shown: BaseException | None = None,
     ) -> None:
-        self._observer.record(kind, error, handler, context, detail, log=log)
+        self._observer.record(kind, error, handler, context, detail, log=log, shown=shown)
         if self._observer.hooks:
             await self._observer.notify(kind, error, handler, context)
 
@@ -609,6 +812,96 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
     if reraise not in (publish.handler.func, general.handler.func):
         return _Routes(publish, general)
     return _Routes(None, general) if general_at < publish_at else _Routes(publish, None)
+
+
+def _shadowed(tables: _Tables) -> list[tuple[Resolution, Resolution]]:
+    """The side-effect handlers that a fallback handler for a base class takes every direct
+    instance from. A class in both maps is not one: FastStream's own idiom, the side-effect
+    handler serving the errors that have no result to replace (parser errors)."""
+    found = []
+    for key, handler in tables.general.items():
+        if handler.func is reraise:
+            continue
+        routes = _walk(key, tables)
+        fallback = routes.publish
+        if (
+            fallback is not None
+            and fallback.handler.func is not reraise
+            and fallback.resolution.key is not key
+        ):
+            found.append((Resolution(handler.func, False, key), fallback.resolution))
+    return found
+
+
+def _pair(pair: tuple[Resolution, Resolution]) -> tuple[type, type]:
+    return pair[0].key, pair[1].key
+
+
+def _handler_name(resolution: Resolution) -> str:
+    func = resolution.handler
+    return getattr(func, "__qualname__", None) or safe_repr(func)
+
+
+def _check_fillable(handler: Handler, key: type, plugged: tuple[Defaults, ...]) -> None:
+    """`TypeError` when no framework can fill every context value `handler` needs: neither
+    one the registry is plugged into, nor one whose adapter is imported (it may be plugged
+    in next: a registry serving several frameworks is plugged into one at a time)."""
+    frameworks = [d for d in plugged if d.supplies is not None]
+    if not handler.needs or not frameworks:
+        return
+    known = [*frameworks, *(d for d in list(_FRAMEWORKS) if d not in frameworks)]
+    if any(handler.fillable(d.supplies) for d in known if d.supplies is not None):
+        return
+    supplied = frozenset().union(*(d.supplies or () for d in frameworks))
+    offered = "; ".join(
+        f"{d.name} supplies {', '.join(sorted(d.supplies or ()))}" for d in frameworks
+    )
+    missing = next((names for names in handler.needs if not supplied.intersection(names)), None)
+    where = f"cannot register {handler.name} for {key.__qualname__}"
+    if missing is None:  # each name is supplied somewhere, but never all of them together
+        needed = ", ".join(names[0] for names in handler.needs)
+        raise TypeError(
+            f"{where}: no framework it serves supplies all of its parameters ({needed}) "
+            f"({offered}); give the others a default, or split it in one handler per framework"
+        )
+    name = missing[0]
+    close = difflib.get_close_matches(name, sorted(supplied), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    raise TypeError(
+        f"{where}: nothing fills its parameter {name!r} ({offered}){hint} "
+        "Rename it, give it a default, or take it with Context(...) or Depends(...)"
+    )
+
+
+def _returns_value(annotation: Any) -> bool:
+    """Whether a return annotation says the handler returns a value (`-> dict`, not `-> None`)."""
+    if annotation is inspect.Parameter.empty or annotation is None or annotation is type(None):
+        return False
+    if annotation is Any or annotation is object or annotation is NoReturn:
+        return False
+    if isinstance(annotation, str):  # an unresolved forward reference: do not guess
+        return annotation not in ("None", "Any", "object", "NoReturn", "Never")
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return all(_returns_value(a) for a in args)
+    if origin in (Awaitable, Coroutine):
+        return bool(args) and _returns_value(args[-1])
+    return getattr(annotation, "__name__", "") != "Never"
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__qualname__", None) or str(annotation)
+
+
+def _warn_dropped(handler: Handler, error: BaseException, value: Any) -> None:
+    warnings.warn(
+        f"the side-effect handler {handler.name} returned {safe_repr(value)[:60]} for a "
+        f"{type(error).__qualname__}: the value is dropped. Register it with publish=True to "
+        "send its value, or return None",
+        DroppedValueWarning,
+        stacklevel=2,
+    )
 
 
 async def _unless_let_through(run: Awaitable[Outcome], leaf: Exception) -> Outcome | None:

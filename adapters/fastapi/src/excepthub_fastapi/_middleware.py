@@ -102,6 +102,9 @@ _GOES_ON: Final[dict[excepthub.ExceptionKey, Callable[..., Any]]] = {
     Exception: excepthub.reraise,
 }
 
+# The context values handlers can ask for by name (see `_Failures._handle`).
+_SUPPLIES: Final = ("request", "websocket", "correlation_id")
+
 
 class _Framework:
     """A framework's own answers (`answers`, layered under the user's handlers) and the other
@@ -117,6 +120,7 @@ class _Framework:
         # what no user handler takes goes on to the server, which logs it: excepthub does not
         self.answers = excepthub.Defaults(
             name,
+            supplies=_SUPPLIES,
             publish_handlers={**answers, **_LET_THROUGH},
             handlers=_LET_THROUGH,
             logs_unhandled=True,
@@ -125,11 +129,16 @@ class _Framework:
         # a broad handler of a router never takes the framework's own exceptions; they, and what
         # none of its handlers takes, go on unreported to the app's registry
         self.router = excepthub.Defaults(
-            f"{name}, router", publish_handlers=passing, handlers=_GOES_ON, logs_unhandled=True
+            f"{name}, router",
+            supplies=_SUPPLIES,
+            publish_handlers=passing,
+            handlers=_GOES_ON,
+            logs_unhandled=True,
         )
         # a router's handler re-raised the error (the core reported it unhandled then)
         self.reported = excepthub.Defaults(
             f"{name}, reported",
+            supplies=_SUPPLIES,
             publish_handlers=self.answers.publish_handlers,
             handlers=_GOES_ON,
             logs_unhandled=True,
@@ -137,6 +146,7 @@ class _Framework:
         # the framework's answers cannot be sent: its exceptions go on as Starlette sends them
         self.started = excepthub.Defaults(
             f"{name}, response started",
+            supplies=_SUPPLIES,
             publish_handlers=passing,
             handlers=_LET_THROUGH,
             logs_unhandled=True,
@@ -194,6 +204,7 @@ def middleware(
     """
     if not isinstance(registry, excepthub.ExceptionMiddleware):
         raise TypeError(f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}")
+    registry.plug_in(DEFAULTS)  # now, so that a handler nothing can fill is refused here
     return Middleware(ExcepthubMiddleware, registry=registry, request_id_header=request_id_header)
 
 
@@ -217,6 +228,7 @@ class ExcepthubMiddleware:
     ) -> None:
         self.app = app
         self.registry = registry
+        registry.plug_in(DEFAULTS)  # for `app.add_middleware(...)`; `middleware()` did already
         self._inner: ASGIApp = app
         self._handlers: _StarletteHandlers | None = None
         try:
@@ -342,6 +354,7 @@ def router_handlers(registry: excepthub.ExceptionMiddleware) -> params.Depends:
         raise TypeError(
             f"router_handlers() takes an excepthub.ExceptionMiddleware, got {registry!r}"
         )
+    registry.plug_in(DEFAULTS)
 
     async def excepthub_router_handlers(connection: HTTPConnection) -> None:
         scope = connection.scope
@@ -417,10 +430,8 @@ class _Failures:
             raise error
         outcome = await self._handle(conn, error, scope.get(_ROUTERS) if from_route else None)
         answer: Any
-        if outcome.published:  # a `Response`, else JSON
+        if outcome.published:  # over HTTP, rendered already (inside handling)
             answer = outcome.value
-            if not isinstance(answer, Response) and scope["type"] == "http":
-                answer = _render(answer, outcome.error)
         else:  # handled for its effects: the framework's answer, masked
             handler = _masked_answer(conn, outcome.error, self.framework)
             answer = (
@@ -453,9 +464,13 @@ class _Failures:
         correlation_id = self._request_id(scope)
         framework = self.framework
         reported = False
+        # a fallback value becomes the response inside handling: one that cannot be is `failed`
+        convert = _rendered if websocket is None and not started else None
         if routers:
             context = {"request": conn, "websocket": websocket, "correlation_id": correlation_id}
-            outcome, error, reported = await _ask_routers(routers, error, context, framework)
+            outcome, error, reported = await _ask_routers(
+                routers, error, context, framework, convert
+            )
             if outcome is not None:
                 return outcome
         if started:
@@ -466,6 +481,7 @@ class _Failures:
             return await self.registry.handle(
                 error,
                 defaults=ask,
+                convert=convert,
                 request=conn,
                 websocket=websocket,
                 correlation_id=correlation_id,
@@ -531,6 +547,7 @@ async def _ask_routers(
     error: Exception,
     context: dict[str, Any],
     framework: _Framework,
+    convert: Callable[[Any, BaseException], Response] | None,
 ) -> tuple[Outcome | None, Exception, bool]:
     """Ask the registries of the routers the request went through, innermost first: answer the
     first outcome, or what goes on to the app's registry and whether a router's handler
@@ -540,7 +557,9 @@ async def _ask_routers(
     reported = False
     for registry in reversed(routers):
         try:
-            outcome = await registry.handle(error, defaults=framework.router, **context)
+            outcome = await registry.handle(
+                error, defaults=framework.router, convert=convert, **context
+            )
             return outcome, error, reported
         except Exception as raised:
             if raised is error:
@@ -603,6 +622,12 @@ def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
 
 
 # -- outcome -> fastapi ---------------------------------------------------------------------
+
+
+def _rendered(value: Any, error: BaseException) -> Response:
+    """A fallback value as the `Response` sent over HTTP, converted inside handling: a value
+    `jsonable_encoder` cannot encode counts as failed and is answered masked."""
+    return value if isinstance(value, Response) else _render(value, error)
 
 
 def _render(value: Any, error: BaseException) -> Response:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from types import CodeType
 from typing import Any, Final, NoReturn, Protocol
 
@@ -58,7 +60,6 @@ __all__ = [
     "unwrap",
 ]
 
-_log = logging.getLogger("excepthub.fastmcp")
 
 # -- framework defaults ---------------------------------------------------------------------
 
@@ -69,7 +70,11 @@ _FASTMCP_ANSWERS: Final = (FastMCPError, MCPError, NotFoundError, DisabledError)
 _LET_THROUGH: Final = {_FASTMCP_ANSWERS: reraise}
 
 DEFAULTS: Final = Defaults(
-    "fastmcp", handlers=_LET_THROUGH, publish_handlers=_LET_THROUGH, logs_unhandled=True
+    "fastmcp",
+    supplies=("context", "fastmcp_context", "correlation_id"),  # see `_values`
+    handlers=_LET_THROUGH,
+    publish_handlers=_LET_THROUGH,
+    logs_unhandled=True,
 )
 """FastMCP's own exceptions keep their meaning: they pass through excepthub to FastMCP, which
 answers them as it always does. A broad user handler such as `Exception` does not take them
@@ -77,7 +82,12 @@ answers them as it always does. A broad user handler such as `Exception` does no
 no handler takes is logged where FastMCP (or the MCP server) logs it, not by excepthub too."""
 
 # The same defaults for an error excepthub has to mask to let it go on: no one else logs it.
-_MASKING: Final = Defaults("fastmcp (masked)", handlers=_LET_THROUGH, publish_handlers=_LET_THROUGH)
+_MASKING: Final = Defaults(
+    "fastmcp (masked)",
+    supplies=DEFAULTS.supplies,
+    handlers=_LET_THROUGH,
+    publish_handlers=_LET_THROUGH,
+)
 
 # What the MCP server answers without the exception's text when it escapes a request:
 # FastMCP's own answers, and pydantic errors (-32602 "Invalid request parameters").
@@ -169,6 +179,7 @@ class ExcepthubMiddleware(Middleware):
                 f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}"
             )
         self.registry = registry
+        registry.plug_in(DEFAULTS)  # now, so that a handler nothing can fill is refused here
         _hold_framework_logs()
 
     async def on_call_tool(
@@ -240,8 +251,11 @@ class ExcepthubMiddleware(Middleware):
         error = unwrap(raised)
         masking = error is raised and not _answered_without_its_text(error, context)
         defaults = _MASKING if masking else DEFAULTS
+        convert = partial(_convert, answers, context=context, raised=raised)
         try:
-            outcome = await self.registry.handle(error, defaults=defaults, **_values(context))
+            outcome = await self.registry.handle(
+                error, defaults=defaults, convert=convert, **_values(context)
+            )
         except Exception as escaped:
             if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
                 self._settle(held, "handled")  # a handler answers with FastMCP's own error
@@ -257,7 +271,7 @@ class ExcepthubMiddleware(Middleware):
                 raise
             _raise(answers.masked(raised, error, context))
         self._settle(held, "published" if outcome.published else "handled")
-        return await _reply(answers, outcome, context, raised)
+        return _reply(answers, outcome, context, raised)
 
     def _settle(self, held: list[logging.LogRecord], kind: OutcomeKind) -> None:
         if not self.registry.logs(kind):  # excepthub does not write it: FastMCP's log stands
@@ -489,37 +503,45 @@ class _Answers(Protocol):
 
 
 async def _convert(
-    answers: _Answers, value: Any, context: MiddlewareContext[Any], raised: Exception
+    answers: _Answers,
+    value: Any,
+    _error: BaseException,
+    *,
+    context: MiddlewareContext[Any],
+    raised: Exception,
 ) -> Any:
+    """A fallback value as the component's result, converted inside handling (the core's
+    `convert`): a value that does not fit (a tool's output schema) counts as failed. An MCP
+    error the value asks for is the answer too, raised by `_reply`. `raised` is what FastMCP
+    raised for the error."""
     if isinstance(value, MCPErrorReply):
-        raise value.to_mcp_error() from None
+        return value.to_mcp_error()
     if isinstance(value, Denial):
-        return answers.deny(value)
+        try:
+            return answers.deny(value)
+        except MCPError as denial:  # resources and prompts deny with an MCP error
+            return denial
     if isinstance(value, Guided):
-        converted = await _convert(answers, value.value, context, raised)
+        converted = await _convert(answers, value.value, _error, context=context, raised=raised)
+        if isinstance(converted, MCPError):
+            return converted
         return answers.guide(converted, value.guidance)
     return await answers.convert(value, context, raised)
 
 
-async def _reply(
+def _reply(
     answers: _Answers, outcome: Outcome, context: MiddlewareContext[Any], raised: Exception
 ) -> Any:
-    """What the client gets for a handled error; `raised` is what FastMCP raised for it."""
+    """What the client gets for a handled error: the fallback value, converted inside handling;
+    FastMCP's masked error when a side-effect handler ran or the value could not be sent.
+    `raised` is what FastMCP raised for the error."""
     error = outcome.error
     assert isinstance(error, Exception)
-    if not outcome.published:  # a side-effect handler ran: the client learns only that it failed
+    if not outcome.published:
         _raise(answers.masked(raised, error, context))
-    try:
-        return await _convert(answers, outcome.value, context, raised)
-    except MCPError:
-        raise
-    except Exception:  # the handler's value does not fit (a tool's output schema, say)
-        _log.exception(
-            "the fallback value of %s for %s could not be sent",
-            getattr(outcome.handler, "__qualname__", outcome.handler),
-            type(error).__qualname__,
-        )
-        _raise(answers.masked(raised, error, context))
+    if isinstance(outcome.value, MCPError):  # an MCP error the value asked for
+        raise outcome.value from None
+    return outcome.value
 
 
 def _masked_mcp_error() -> MCPError:
@@ -583,7 +605,10 @@ class _ToolAnswers:
         tool = await _failed_tool(context)
         if tool is None:
             return ToolResult(content=[] if value is None else value)
-        result = tool.convert_result(value)  # as FastMCP converts the tool's own return value
+        with warnings.catch_warnings():  # no awaits inside: the filter is this call's alone
+            # pydantic warns of a value that does not fit; the check below reports it, once
+            warnings.filterwarnings("ignore", message="Pydantic serializer warnings")
+            result = tool.convert_result(value)  # as FastMCP converts the tool's own value
         if tool.output_schema is not None and not result.is_error:
             _check_output(tool.name, tool.output_schema, result.structured_content)
         return result

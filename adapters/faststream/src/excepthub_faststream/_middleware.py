@@ -33,8 +33,12 @@ __all__ = ["DEFAULTS", "ExcepthubMiddleware", "ExceptionMiddleware", "middleware
 
 # -- framework defaults ---------------------------------------------------------------------
 
+# The context values handlers can ask for by name (FastStream's own `Context()` reads its own).
+_SUPPLIES: Final = ("message", "correlation_id", "context")
+
 DEFAULTS: Final = Defaults(
     "faststream",
+    supplies=_SUPPLIES,
     handlers={IgnoredException: reraise},
     publish_handlers={IgnoredException: reraise},
     logs_unhandled=True,
@@ -77,6 +81,8 @@ class ExceptionMiddleware(excepthub.ExceptionMiddleware):
     ```
     """
 
+    serves = (DEFAULTS,)  # a FastStream middleware from the start: plugged in when built
+
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> _MessageScope:
         """FastStream's factory call: the middleware for one message (or one publish)."""
         return _MessageScope(msg, context, self)
@@ -112,6 +118,7 @@ def middleware(registry: excepthub.ExceptionMiddleware) -> BrokerMiddleware[Any]
     """
     if not isinstance(registry, excepthub.ExceptionMiddleware):
         raise TypeError(f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}")
+    registry.plug_in(DEFAULTS)  # now, so that a handler nothing can fill is refused here
     if isinstance(registry, ExceptionMiddleware):
         return registry  # already its own factory
     return ExcepthubMiddleware(registry)
