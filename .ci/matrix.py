@@ -40,7 +40,7 @@ SCRATCH = Path(
 # not be lifted by another's (FastMCP needs Starlette 1, FastAPI does not).
 ADAPTERS = {
     "fastapi": "adapters/fastapi",
-    "faststream": "adapters/faststream[redis,rabbit]",
+    "faststream": "adapters/faststream[redis,rabbit,nats]",
     "fastmcp": "adapters/fastmcp",
 }
 LOAD_TEST = "tests/adapters/test_fastapi_load.py"  # proves no framework fact: main run only

@@ -832,18 +832,6 @@ async def test_a_resource_or_prompt_error_is_logged_once(
     assert [(r.name, r.levelno) for r in about(logs, "Outage")] == [("excepthub", logging.WARNING)]
 
 
-async def test_without_excepthub_fastmcp_logs_the_same_prompt_error_twice(
-    era: str, logs: pytest.LogCaptureFixture
-) -> None:
-    # the baseline the test above improves on: FastMCP's own handling
-    mcp = weather(ExceptionMiddleware(), lambda: Outage(SECRET))
-    mcp.middleware.clear()
-    async with Client(mcp, mode=era) as client:
-        with pytest.raises(MCPError):
-            await client.get_prompt_mcp("briefing", {"city": "Oslo"})
-    assert len([r for r in about(logs, "Outage") if r.levelno >= logging.ERROR]) == 2
-
-
 async def test_an_error_let_through_to_fastmcp_is_logged_by_fastmcp_alone(
     era: str, logs: pytest.LogCaptureFixture
 ) -> None:
