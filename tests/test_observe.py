@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -301,6 +302,53 @@ async def test_sync_hook_sees_every_error_with_its_outcome_and_context() -> None
     assert [e.handler for e in events] == [fallback, side_effect, fails, None]
     assert {e.correlation_id for e in events} == {"c-1"}
     assert events[0].context == {"correlation_id": "c-1"}
+
+
+async def test_event_names_the_framework_of_the_layering_that_handed_the_error_over() -> None:
+    events: list[ErrorEvent] = []
+    exc = registry(logger=None, on_error=[events.append])
+    routed = Defaults("web, router", framework="web")
+    plain = Defaults("queue")
+
+    await outcome_of(exc, ValueError(), defaults=routed)
+    await outcome_of(exc, PaymentDeclined(), defaults=plain)
+    await outcome_of(exc, KeyError())
+
+    assert [(e.outcome, e.framework) for e in events] == [
+        ("published", "web"),
+        ("unhandled", "queue"),
+        ("handled", None),
+    ]
+
+
+async def test_event_duration_spans_the_handler_and_is_none_where_none_ran() -> None:
+    events: list[ErrorEvent] = []
+    spans: list[float] = []
+
+    async def timed(error: Exception) -> str:
+        start = time.perf_counter()
+        spans.append(time.perf_counter() - start)
+        return "timed"
+
+    exc = ExceptionMiddleware(
+        publish_handlers={ValueError: timed}, handlers={OSError: fails}, on_error=[events.append]
+    )
+    await outcome_of(exc, ValueError())
+    await outcome_of(exc, OSError())
+    await outcome_of(exc, PaymentDeclined())
+
+    published, failed, unhandled = events
+    assert published.duration is not None
+    assert published.duration >= spans[0]
+    assert failed.outcome == "failed"
+    assert failed.duration is not None
+    assert unhandled.outcome == "unhandled"
+    assert unhandled.duration is None
+
+
+def test_defaults_name_and_framework_must_be_str() -> None:
+    with pytest.raises(TypeError, match="name and framework must be str"):
+        Defaults("web", framework=3)  # type: ignore[arg-type]
 
 
 async def test_async_hook_is_awaited() -> None:

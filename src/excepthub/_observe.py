@@ -140,9 +140,11 @@ class Observer:
         error: BaseException,
         handler: Callable[..., Any] | None,
         context: Mapping[str, Any],
+        framework: str | None = None,
+        duration: float | None = None,
     ) -> None:
         """Show one error's outcome to every hook, in order."""
-        event = ErrorEvent(error, kind, handler, context)
+        event = ErrorEvent(error, kind, handler, context, framework, duration)
         for hook in self.hooks:
             try:
                 result = hook(event)

@@ -58,6 +58,12 @@ class ErrorEvent:
     outcome: OutcomeKind
     handler: Callable[..., Any] | None
     context: Mapping[str, Any]
+    framework: str | None = None
+    """The framework whose adapter handed the error over (`"fastapi"`, `"starlette"`,
+    `"faststream"`, `"fastmcp"`), or `None` for a direct `handle` call without `defaults`."""
+    duration: float | None = None
+    """Seconds the deciding handler ran (its dependencies included), or `None` when no handler
+    ran. Measured only while the registry has hooks: without them no clock is read."""
 
     @property
     def correlation_id(self) -> Any:

@@ -16,6 +16,7 @@ import typing
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from time import perf_counter
 from types import MappingProxyType
 from typing import (
     TYPE_CHECKING,
@@ -84,6 +85,10 @@ class Defaults:
     server's "Exception in ASGI application", FastStream's consumer log): excepthub then counts
     it and shows it to hooks, but writes no record of its own, so the error is logged once.
 
+    `framework` names the framework on every `ErrorEvent` of this layering (`"fastapi"`); an
+    adapter with several layerings for one framework gives each its own `name` and the same
+    `framework`. It defaults to `name`.
+
     `supplies` names the context values the adapter passes to `handle` under this layering
     (`("request", "websocket", "correlation_id")`). Then a handler that asks for a value the
     framework does not supply is left out of this layering (it runs where it can be filled),
@@ -92,6 +97,7 @@ class Defaults:
 
     __slots__ = (
         "__weakref__",
+        "framework",
         "handlers",
         "logs_unhandled",
         "name",
@@ -107,7 +113,13 @@ class Defaults:
         publish_handlers: HandlerMap | None = None,
         logs_unhandled: bool = False,
         supplies: Iterable[str] | None = None,
+        framework: str | None = None,
     ) -> None:
+        if not isinstance(name, str) or (framework is not None and not isinstance(framework, str)):
+            raise TypeError(
+                f"Defaults: name and framework must be str, got {safe_repr(name)}, "
+                f"{safe_repr(framework)}"
+            )
         if not isinstance(logs_unhandled, bool):
             raise TypeError(f"logs_unhandled must be a bool, got {safe_repr(logs_unhandled)}")
         if isinstance(supplies, str) or (
@@ -117,6 +129,7 @@ class Defaults:
                 f"supplies must be an iterable of context names, got {safe_repr(supplies)}"
             )
         self.name = name
+        self.framework = name if framework is None else framework
         self.logs_unhandled = logs_unhandled
         self.supplies: frozenset[str] | None = None if supplies is None else frozenset(supplies)
         if self.supplies is not None:
@@ -151,7 +164,7 @@ class _Routes(NamedTuple):
 class _Tables:
     """The maps one layering resolves over, and its memo."""
 
-    __slots__ = ("general", "logs_unhandled", "memo", "publish", "users")
+    __slots__ = ("framework", "general", "logs_unhandled", "memo", "publish", "users")
 
     def __init__(
         self,
@@ -160,9 +173,11 @@ class _Tables:
         *,
         logs_unhandled: bool = True,
         users: frozenset[Handler] | None = None,
+        framework: str | None = None,
     ) -> None:
         self.publish = publish
         self.general = general
+        self.framework = framework  # on every event of this layering
         self.logs_unhandled = logs_unhandled  # excepthub writes the record of an unhandled error
         # the user's handlers, told apart from a framework's defaults layered in
         self.users = frozenset((*publish.values(), *general.values())) if users is None else users
@@ -513,6 +528,7 @@ class ExceptionMiddleware:
                 {k: h for k, h in general.items() if k not in mine} | user_general,
                 logs_unhandled=not defaults.logs_unhandled,
                 users=state.base.users,
+                framework=defaults.framework,
             )
             return state.layers.setdefault(defaults, tables)
 
@@ -520,7 +536,13 @@ class ExceptionMiddleware:
         """The layering without its fallback handlers, with a memo of its own."""
         state = self._state
         layer = state.layers.get(defaults) or self._layer(state, defaults)
-        tables = _Tables({}, layer.general, logs_unhandled=layer.logs_unhandled, users=layer.users)
+        tables = _Tables(
+            {},
+            layer.general,
+            logs_unhandled=layer.logs_unhandled,
+            users=layer.users,
+            framework=layer.framework,
+        )
         return state.side_effect_only.setdefault(defaults, tables)
 
     def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
@@ -596,7 +618,7 @@ class ExceptionMiddleware:
                 if attempt >= policy.attempts or not policy.is_transient(error):
                     raise
                 detail = f" (attempt {attempt} of {policy.attempts})"
-                await self._report("retried", error, None, context, detail)
+                await self._report("retried", error, None, context, None, detail)
             await policy.sleep(policy.delay(attempt))
             attempt += 1
 
@@ -634,7 +656,7 @@ class ExceptionMiddleware:
     async def _unhandled(
         self, error: Exception, tables: _Tables, context: Mapping[str, Any]
     ) -> NoReturn:
-        await self._report("unhandled", error, None, context, log=tables.logs_unhandled)
+        await self._report("unhandled", error, None, context, tables, log=tables.logs_unhandled)
         _propagate(error)
 
     async def _handle_group(
@@ -653,7 +675,9 @@ class ExceptionMiddleware:
         if not any(self._takes(tables, leaf) for leaf in leaves(group)):
             for each in leaves(group):  # counted per leaf, as when a group is taken apart
                 if isinstance(each, Exception):
-                    await self._report("unhandled", each, None, context, log=tables.logs_unhandled)
+                    await self._report(
+                        "unhandled", each, None, context, tables, log=tables.logs_unhandled
+                    )
             _propagate(group)  # no handler of the user's takes a leaf: it goes on as it came
         leaf = only_leaf(group)
         if leaf is not None:  # a group of one leaf behaves exactly as that leaf
@@ -719,19 +743,29 @@ class ExceptionMiddleware:
             _propagate(error)
         traceback = error.__traceback__
         alone = handler.alone  # the common handler, called without a wrapper on the way
+        observer = self._observer
+        started = perf_counter() if observer.hooks else 0.0  # the clock is for hooks alone
         try:
             value = await (handler.invoke(error, context) if alone is None else alone(error))
         except Exception as failure:  # cancellation passes straight through, uncounted
+            took = perf_counter() - started if started else None
             if failure is error:  # re-raised: unhandled, with the traceback it came with
                 error.__traceback__ = traceback
                 await self._report(
-                    "unhandled", error, handler.func, context, log=tables.logs_unhandled
+                    "unhandled",
+                    error,
+                    handler.func,
+                    context,
+                    tables,
+                    log=tables.logs_unhandled,
+                    duration=took,
                 )
                 _propagate(error)
             _chain(failure, error)
             # raising what the framework lets through (FastStream's NackMessage) is steering
             steered = self._passes_through(tables, failure)
-            await self._report("handled" if steered else "failed", error, handler.func, context)
+            kind: OutcomeKind = "handled" if steered else "failed"
+            await self._report(kind, error, handler.func, context, tables, duration=took)
             raise
         if publish:
             if convert is not None:
@@ -743,16 +777,24 @@ class ExceptionMiddleware:
                     _chain(failure, error)
                     detail = f": its value could not be sent ({type(failure).__name__}: {failure})"
                     await self._report(
-                        "failed", error, handler.func, context, detail, shown=failure
+                        "failed",
+                        error,
+                        handler.func,
+                        context,
+                        tables,
+                        detail,
+                        shown=failure,
+                        duration=perf_counter() - started if started else None,
                     )
                     return _new_outcome(Outcome, (False, None, handler.func, error))
         elif value is not None and handler.drops_values:
             _warn_dropped(handler, error, value)
-        kind: OutcomeKind = "published" if publish else "handled"
-        observer = self._observer  # the hot path: count and log without another coroutine
+        kind = "published" if publish else "handled"
+        # the hot path: count and log without another coroutine
         observer.record(kind, error, handler.func, context)
         if observer.hooks:
-            await observer.notify(kind, error, handler.func, context)
+            took = perf_counter() - started if started else None
+            await observer.notify(kind, error, handler.func, context, tables.framework, took)
         # tuple.__new__ directly: NamedTuple's own __new__ is a Python-level call
         return _new_outcome(Outcome, (publish, value if publish else None, handler.func, error))
 
@@ -780,14 +822,17 @@ class ExceptionMiddleware:
         error: BaseException,
         handler: Callable[..., Any] | None,
         context: Mapping[str, Any],
+        tables: _Tables | None = None,
         detail: str = "",
         *,
         log: bool = True,
         shown: BaseException | None = None,
+        duration: float | None = None,
     ) -> None:
         self._observer.record(kind, error, handler, context, detail, log=log, shown=shown)
         if self._observer.hooks:
-            await self._observer.notify(kind, error, handler, context)
+            framework = None if tables is None else tables.framework
+            await self._observer.notify(kind, error, handler, context, framework, duration)
 
 
 def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:

@@ -130,6 +130,7 @@ class _Framework:
         # none of its handlers takes, go on unreported to the app's registry
         self.router = excepthub.Defaults(
             f"{name}, router",
+            framework=name,
             supplies=_SUPPLIES,
             publish_handlers=passing,
             handlers=_GOES_ON,
@@ -138,6 +139,7 @@ class _Framework:
         # a router's handler re-raised the error (the core reported it unhandled then)
         self.reported = excepthub.Defaults(
             f"{name}, reported",
+            framework=name,
             supplies=_SUPPLIES,
             publish_handlers=self.answers.publish_handlers,
             handlers=_GOES_ON,
@@ -146,6 +148,7 @@ class _Framework:
         # the framework's answers cannot be sent: its exceptions go on as Starlette sends them
         self.started = excepthub.Defaults(
             f"{name}, response started",
+            framework=name,
             supplies=_SUPPLIES,
             publish_handlers=passing,
             handlers=_LET_THROUGH,

@@ -84,6 +84,7 @@ no handler takes is logged where FastMCP (or the MCP server) logs it, not by exc
 # The same defaults for an error excepthub has to mask to let it go on: no one else logs it.
 _MASKING: Final = Defaults(
     "fastmcp (masked)",
+    framework="fastmcp",
     supplies=DEFAULTS.supplies,
     handlers=_LET_THROUGH,
     publish_handlers=_LET_THROUGH,
