@@ -41,15 +41,22 @@ from ._middleware import (
     starlette_http_exception_handler,
     websocket_exception_handler,
 )
+from ._openapi import responds, responses
+from ._problem import PROBLEM_JSON, Problem, problem_details
 
 __version__: str = _version("excepthub-fastapi")
 """The installed version of this distribution (the same as `excepthub.__version__`)."""
 
 __all__ = [
     "DEFAULTS",
+    "PROBLEM_JSON",
     "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
+    "Problem",
     "middleware",
+    "problem_details",
+    "responds",
+    "responses",
     "router_handlers",
     "starlette_http_exception_handler",
     "websocket_exception_handler",
