@@ -41,7 +41,7 @@ from starlette.responses import Response
 import excepthub
 
 from ._middleware import _FASTAPI, DEFAULTS, _status_code
-from ._problem import PROBLEM_JSON, Problem, phrase
+from ._problem import PROBLEM_JSON, Problem, declared, phrase, problem_details
 
 __all__ = ["responds", "responses"]
 
@@ -224,6 +224,8 @@ def _answers(registries: tuple[excepthub.ExceptionMiddleware, ...], error: objec
         return [_Answer(500, name, _INTERNAL_ERROR)]
     if declared_answers:
         return list(declared_answers)
+    if handler is problem_details:
+        declared(cls)  # what the class declares public is checked now, not at its first error
     if handler is http_exception_handler:
         return [_http_error(error, name)]
     status = _status(error, name)

@@ -1,0 +1,421 @@
+"""The handlers' answers in the OpenAPI document: `excepthub_fastapi.responses(...)` on routes
+and routers, `@excepthub_fastapi.responds(...)` on handlers.
+
+The document of a small app is compared in full with a literal one; schemathesis then calls
+that app through its ASGI interface (no network) and checks every response, error answers
+included, against the document; httpx's ASGI transport checks the answers one by one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
+from fastapi.responses import JSONResponse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi import checks
+
+import excepthub_fastapi
+from excepthub import ExceptionMiddleware
+from excepthub_fastapi import Problem, problem_details, responds, responses
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+class ItemNotFound(Exception):
+    status_code = 404
+
+
+class Retired(Exception):
+    status_code = 410
+
+
+class OutOfStock(Exception):
+    status_code = 409
+    title = "Out of stock"
+    type = "https://shop.example/problems/out-of-stock"
+    public = ("detail", "sku")
+    headers = {"Retry-After": "3600"}  # noqa: RUF012 - read as HTTPException's
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"warehouse db-3 has no {sku}")  # logged, never sent
+        self.sku = sku
+        self.detail = f"{sku} is sold out"
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+class Overloaded(Exception):
+    pass
+
+
+class Item(BaseModel):
+    name: str
+
+
+class NotFoundBody(BaseModel):
+    detail: str
+    item_id: int
+
+
+class Declined(BaseModel):
+    reason: str
+
+
+class RetiredProblem(Problem):
+    retired_on: dt.date
+
+
+def make_app() -> FastAPI:
+    """An app with fallbacks of each kind: a model, a `Problem` subclass, the ready problem
+    details, a `Response` declared with `responds`; a side-effect handler; FastAPI's own answers;
+    a router with a registry of its own."""
+    exc = ExceptionMiddleware(
+        publish_handlers={OutOfStock: problem_details}, handlers={Overloaded: lambda error: None}
+    )
+
+    @exc.add_handler(ItemNotFound, publish=True)
+    async def not_found(error: ItemNotFound) -> NotFoundBody:
+        return NotFoundBody(detail="no such item", item_id=error.args[0])
+
+    @exc.add_handler(Retired, publish=True)
+    async def retired(error: Retired) -> RetiredProblem:
+        return RetiredProblem(title="Retired", retired_on=dt.date(2024, 5, 1))
+
+    @exc.add_handler(PaymentDeclined, publish=True)
+    @responds(402, Declined, headers=["Retry-After"])
+    async def declined(error: PaymentDeclined) -> JSONResponse:
+        return JSONResponse({"reason": "card"}, status_code=402, headers={"Retry-After": "60"})
+
+    app = FastAPI(title="shop", version="1", middleware=[excepthub_fastapi.middleware(exc)])
+
+    @app.get(
+        "/items/{item_id}",
+        responses=responses(exc, ItemNotFound, Retired, OutOfStock, HTTPException(403), Overloaded),
+    )
+    async def read_item(item_id: int) -> Item:
+        kind = item_id % 6
+        if kind == 1:
+            raise ItemNotFound(item_id)
+        if kind == 2:
+            raise Retired()
+        if kind == 3:
+            raise OutOfStock(f"sku-{item_id}")
+        if kind == 4:
+            raise HTTPException(403, "not yours")
+        if kind == 5:
+            raise Overloaded("pool exhausted, password=hunter2")
+        return Item(name=f"item {item_id}")
+
+    orders_exc = ExceptionMiddleware()
+
+    @orders_exc.add_handler(OutOfStock, publish=True)
+    def wait_list(error: OutOfStock) -> dict[str, str]:
+        return {"wait_list": f"/orders/{error.sku}/wait"}
+
+    orders = APIRouter(
+        prefix="/orders",
+        dependencies=[excepthub_fastapi.router_handlers(orders_exc)],
+        responses=responses([orders_exc, exc], OutOfStock, PaymentDeclined),
+    )
+
+    @orders.post("/{sku}")
+    async def order(sku: str) -> Item:
+        kind = len(sku) % 3
+        if kind == 1:
+            raise OutOfStock(sku)
+        if kind == 2:
+            raise PaymentDeclined()
+        return Item(name=sku)
+
+    app.include_router(orders)
+    return app
+
+
+# -- the document -----------------------------------------------------------------------------
+
+OPTIONAL_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+PROBLEM_MEMBERS = {
+    "type": {"default": "about:blank", "title": "Type", "type": "string"},
+    "title": {**OPTIONAL_STRING, "title": "Title"},
+    "status": {"anyOf": [{"type": "integer"}, {"type": "null"}], "title": "Status"},
+    "detail": {**OPTIONAL_STRING, "title": "Detail"},
+    "instance": {**OPTIONAL_STRING, "title": "Instance"},
+}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}}}
+ITEM = {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}}
+VALIDATION_ERROR = {
+    "description": "Validation Error",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "shop", "version": "1"},
+    "paths": {
+        "/items/{item_id}": {
+            "get": {
+                "summary": "Read Item",
+                "operationId": "read_item_items__item_id__get",
+                "parameters": [
+                    {
+                        "name": "item_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "title": "Item Id"},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "Successful Response", "content": ITEM},
+                    "403": {
+                        "description": "HTTPException",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "title": "HTTPError",
+                                    "type": "object",
+                                    "properties": {"detail": {"title": "Detail"}},
+                                    "required": ["detail"],
+                                }
+                            }
+                        },
+                    },
+                    "404": {
+                        "description": "ItemNotFound",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "title": "NotFoundBody",
+                                    "type": "object",
+                                    "properties": {
+                                        "detail": {"title": "Detail", "type": "string"},
+                                        "item_id": {"title": "Item Id", "type": "integer"},
+                                    },
+                                    "required": ["detail", "item_id"],
+                                }
+                            }
+                        },
+                    },
+                    "409": {
+                        "description": "OutOfStock",
+                        "content": {
+                            "application/problem+json": {
+                                "schema": {
+                                    "title": "Problem",
+                                    "description": "RFC 9457 problem details",
+                                    "type": "object",
+                                    "properties": PROBLEM_MEMBERS,
+                                    "additionalProperties": True,
+                                }
+                            }
+                        },
+                        "headers": RETRY_AFTER,
+                    },
+                    "410": {
+                        "description": "Retired",
+                        "content": {
+                            "application/problem+json": {
+                                "schema": {
+                                    "title": "RetiredProblem",
+                                    "type": "object",
+                                    "properties": {
+                                        **PROBLEM_MEMBERS,
+                                        "retired_on": {
+                                            "format": "date",
+                                            "title": "Retired On",
+                                            "type": "string",
+                                        },
+                                    },
+                                    "required": ["retired_on"],
+                                    "additionalProperties": True,
+                                }
+                            }
+                        },
+                    },
+                    "500": {
+                        "description": "Overloaded",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "422": VALIDATION_ERROR,
+                },
+            }
+        },
+        "/orders/{sku}": {
+            "post": {
+                "summary": "Order",
+                "operationId": "order_orders__sku__post",
+                "parameters": [
+                    {
+                        "name": "sku",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "title": "Sku"},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "Successful Response", "content": ITEM},
+                    "402": {
+                        "description": "Payment Required",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "title": "Declined",
+                                    "type": "object",
+                                    "properties": {"reason": {"title": "Reason", "type": "string"}},
+                                    "required": ["reason"],
+                                }
+                            }
+                        },
+                        "headers": RETRY_AFTER,
+                    },
+                    "409": {
+                        "description": "OutOfStock",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                }
+                            }
+                        },
+                        "headers": RETRY_AFTER,
+                    },
+                    "422": VALIDATION_ERROR,
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Item": {
+                "title": "Item",
+                "type": "object",
+                "properties": {"name": {"type": "string", "title": "Name"}},
+                "required": ["name"],
+            },
+            # FastAPI's own, which its releases word differently
+            "HTTPValidationError": validation_error_response_definition,
+            "ValidationError": validation_error_definition,
+        }
+    },
+}
+
+
+def test_the_document_shows_each_handlers_answer() -> None:
+    assert make_app().openapi() == DOCUMENT
+
+
+@pytest.mark.anyio
+async def test_the_answers_are_what_the_document_says() -> None:
+    transport = httpx.ASGITransport(app=make_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        answers = {
+            path: await http.request(method, path)
+            for method, path in [
+                ("GET", "/items/1"),
+                ("GET", "/items/2"),
+                ("GET", "/items/3"),
+                ("GET", "/items/4"),
+                ("GET", "/items/5"),
+                ("POST", "/orders/a"),
+                ("POST", "/orders/bb"),
+            ]
+        }
+    seen = {
+        path: (r.status_code, r.headers["content-type"], r.headers.get("retry-after"), r.text)
+        for path, r in answers.items()
+    }
+    assert seen == {
+        "/items/1": (404, "application/json", None, '{"detail":"no such item","item_id":1}'),
+        "/items/2": (
+            410,
+            "application/problem+json",
+            None,
+            '{"type":"about:blank","title":"Retired","retired_on":"2024-05-01","status":410}',
+        ),
+        "/items/3": (
+            409,
+            "application/problem+json",
+            "3600",
+            '{"type":"https://shop.example/problems/out-of-stock","title":"Out of stock",'
+            '"detail":"sku-3 is sold out","instance":"/items/3","sku":"sku-3","status":409}',
+        ),
+        "/items/4": (403, "application/json", None, '{"detail":"not yours"}'),
+        "/items/5": (500, "text/plain; charset=utf-8", None, "Internal Server Error"),
+        "/orders/a": (409, "application/json", "3600", '{"wait_list":"/orders/a/wait"}'),
+        "/orders/bb": (402, "application/json", "60", '{"reason":"card"}'),
+    }
+
+
+# -- schemathesis ---------------------------------------------------------------------------
+
+# what a response must agree with: its status, media type, headers and body, as documented
+CONFORMANCE = [
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
+BOUNDED = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,  # the same requests on every run
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def test_schemathesis_finds_no_answer_that_breaks_the_document() -> None:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
+    answered: set[tuple[str, int]] = set()
+
+    def check(case: schemathesis.Case[Any]) -> None:
+        response = case.call_and_validate(checks=CONFORMANCE)
+        answered.add((case.operation.path, response.status_code))
+
+    # requests of schemathesis's making, valid and not
+    given(case=st.one_of(schema.as_strategy(), schema.as_strategy(GenerationMode.NEGATIVE)))(
+        BOUNDED(check)
+    )()
+    # and one of each kind for sure: the error each answers is chosen by the parameter
+    items, orders = schema["/items/{item_id}"]["GET"], schema["/orders/{sku}"]["POST"]
+    for item_id in ("0", "1", "2", "3", "4", "5", "seven"):
+        check(items.Case(path_parameters={"item_id": item_id}))
+    for sku in ("abc", "a", "bb"):
+        check(orders.Case(path_parameters={"sku": sku}))
+    assert answered == {
+        *(("/items/{item_id}", status) for status in (200, 403, 404, 409, 410, 422, 500)),
+        *(("/orders/{sku}", status) for status in (200, 402, 409)),
+    }
+
+
+def test_schemathesis_reports_an_answer_the_document_does_not_describe() -> None:
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(PaymentDeclined, publish=True)
+    @responds(402, Declined)
+    async def declined(error: PaymentDeclined) -> JSONResponse:
+        return JSONResponse({"refused": True}, status_code=402)  # not what it declares
+
+    app = FastAPI(middleware=[excepthub_fastapi.middleware(exc)])
+
+    @app.post("/pay", responses=responses(exc, PaymentDeclined))
+    async def pay() -> None:
+        raise PaymentDeclined()
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    with pytest.raises(FailureGroup, match="Response violates schema"):
+        schema["/pay"]["POST"].Case().call_and_validate(checks=CONFORMANCE)
