@@ -9,12 +9,15 @@ included, against the document; httpx's ASGI transport checks the answers one by
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, WebSocketException
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
 from fastapi.responses import JSONResponse
 from hypothesis import HealthCheck, given, settings
@@ -145,13 +148,12 @@ def make_app() -> FastAPI:
 
 # -- the document -----------------------------------------------------------------------------
 
-OPTIONAL_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 PROBLEM_MEMBERS = {
     "type": {"default": "about:blank", "title": "Type", "type": "string"},
-    "title": {**OPTIONAL_STRING, "title": "Title"},
-    "status": {"anyOf": [{"type": "integer"}, {"type": "null"}], "title": "Status"},
-    "detail": {**OPTIONAL_STRING, "title": "Detail"},
-    "instance": {**OPTIONAL_STRING, "title": "Instance"},
+    "title": {"title": "Title", "type": "string"},
+    "status": {"title": "Status", "type": "integer"},
+    "detail": {"title": "Detail", "type": "string"},
+    "instance": {"title": "Instance", "type": "string"},
 }
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}}}
 ITEM = {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}}
@@ -218,6 +220,7 @@ DOCUMENT: dict[str, Any] = {
                                     "description": "RFC 9457 problem details",
                                     "type": "object",
                                     "properties": PROBLEM_MEMBERS,
+                                    "required": ["type", "status"],
                                     "additionalProperties": True,
                                 }
                             }
@@ -239,7 +242,7 @@ DOCUMENT: dict[str, Any] = {
                                             "type": "string",
                                         },
                                     },
-                                    "required": ["retired_on"],
+                                    "required": ["retired_on", "type", "status"],
                                     "additionalProperties": True,
                                 }
                             }
@@ -419,3 +422,312 @@ def test_schemathesis_reports_an_answer_the_document_does_not_describe() -> None
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     with pytest.raises(FailureGroup, match="Response violates schema"):
         schema["/pay"]["POST"].Case().call_and_validate(checks=CONFORMANCE)
+
+
+# -- what responses() reads -------------------------------------------------------------------
+
+
+class Conflict(Exception):
+    status_code = 409
+
+
+class Waiting(BaseModel):
+    position: int
+
+
+class Locked(Exception):
+    status_code = 409
+
+
+def test_a_union_answer_lists_each_body_under_its_media_type() -> None:
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(Conflict, publish=True)
+    def conflict(error: Conflict) -> Waiting | Problem | None:
+        return None
+
+    assert responses(exc, Conflict) == {
+        409: {
+            "description": "Conflict",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {
+                                "title": "Waiting",
+                                "type": "object",
+                                "properties": {
+                                    "position": {"title": "Position", "type": "integer"}
+                                },
+                                "required": ["position"],
+                            },
+                            {"type": "null"},
+                        ]
+                    }
+                },
+                "application/problem+json": {
+                    "schema": {
+                        "title": "Problem",
+                        "description": "RFC 9457 problem details",
+                        "type": "object",
+                        "properties": PROBLEM_MEMBERS,
+                        "required": ["type", "status"],
+                        "additionalProperties": True,
+                    }
+                },
+            },
+        }
+    }
+
+
+def test_nested_models_are_written_in_place() -> None:
+    class Line(BaseModel):
+        sku: str
+
+    class Rejected(BaseModel):
+        lines: list[Line]
+
+    exc = ExceptionMiddleware(publish_handlers={Conflict: lambda error: None})
+    exc.add_handler(Conflict, publish=True)(responds(409, Rejected)(lambda error: None))
+
+    assert responses(exc, Conflict)[409]["content"] == {
+        "application/json": {
+            "schema": {
+                "title": "Rejected",
+                "type": "object",
+                "properties": {
+                    "lines": {
+                        "title": "Lines",
+                        "type": "array",
+                        "items": {
+                            "title": "Line",
+                            "type": "object",
+                            "properties": {"sku": {"title": "Sku", "type": "string"}},
+                            "required": ["sku"],
+                        },
+                    }
+                },
+                "required": ["lines"],
+            }
+        }
+    }
+
+
+def test_answers_of_one_status_share_one_response() -> None:
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(Conflict, publish=True)
+    def conflict(error: Conflict) -> dict[str, int]:
+        return {}
+
+    @exc.add_handler(Locked, publish=True)
+    def locked(error: Locked) -> list[str]:
+        return []
+
+    assert responses(exc, Conflict, Locked, HTTPException(409, headers={"X-Lock": "1"})) == {
+        409: {
+            "description": "Conflict, Locked, HTTPException",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"type": "object", "additionalProperties": {"type": "integer"}},
+                            {"type": "array", "items": {"type": "string"}},
+                            {
+                                "title": "HTTPError",
+                                "type": "object",
+                                "properties": {"detail": {"title": "Detail"}},
+                                "required": ["detail"],
+                            },
+                        ]
+                    }
+                }
+            },
+            "headers": {"X-Lock": {"schema": {"type": "string"}}},
+        }
+    }
+
+
+def test_a_status_without_a_body_documents_none() -> None:
+    class Unchanged(Exception):
+        status_code = 304
+
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(Unchanged, publish=True)
+    def unchanged(error: Unchanged) -> None:
+        return None
+
+    assert responses(exc, Unchanged, HTTPException(204)) == {
+        204: {"description": "HTTPException"},
+        304: {"description": "Unchanged"},
+    }
+
+
+def test_a_broad_handler_answers_each_class_with_its_own_status() -> None:
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(Exception, publish=True)
+    def anything(error: Exception) -> dict[str, str]:
+        return {"error": "sorry"}
+
+    assert sorted(responses(exc, Conflict, KeyError)) == [409, 500]
+
+
+def test_a_handler_for_validation_errors_replaces_fastapis_422() -> None:
+    exc = ExceptionMiddleware(publish_handlers={RequestValidationError: problem_details})
+    app = FastAPI(middleware=[excepthub_fastapi.middleware(exc)])
+
+    @app.get("/items/{item_id}", responses=responses(exc, RequestValidationError))
+    async def read_item(item_id: int) -> None: ...
+
+    [media] = app.openapi()["paths"]["/items/{item_id}"]["get"]["responses"]["422"]["content"]
+    assert media == "application/problem+json"
+
+
+def test_fastapis_own_422_is_left_to_fastapi() -> None:
+    exc = ExceptionMiddleware(handlers={RequestValidationError: lambda error: None})
+    assert responses(exc, RequestValidationError) == {}
+    assert responses(ExceptionMiddleware(), RequestValidationError) == {}
+
+
+def test_a_routers_registry_is_asked_first_and_the_apps_after_it() -> None:
+    app_exc = ExceptionMiddleware(handlers={Exception: lambda error: None})
+    router_exc = ExceptionMiddleware()
+
+    @router_exc.add_handler(Conflict, publish=True)
+    def conflict(error: Conflict) -> dict[str, str]:
+        return {}
+
+    # the router's broad handler never takes FastAPI's own exceptions: FastAPI answers them
+    router_exc.add_handler(Exception)(lambda error: None)
+    documented = responses([router_exc, app_exc], Conflict, HTTPException(404))
+    assert documented[409]["content"]["application/json"]["schema"]["type"] == "object"
+    assert documented[404]["content"]["application/json"]["schema"]["title"] == "HTTPError"
+
+
+def test_handlers_registered_after_the_route_are_not_documented() -> None:
+    exc = ExceptionMiddleware()
+    with pytest.raises(TypeError, match="no handler takes Conflict"):
+        responses(exc, Conflict)
+
+
+# -- mistakes, told when they are made ---------------------------------------------------------
+
+
+def test_an_error_no_handler_takes_is_refused() -> None:
+    exc = ExceptionMiddleware(publish_handlers={KeyError: lambda error: None})
+    with pytest.raises(TypeError) as refused:
+        responses(exc, Conflict)
+    assert str(refused.value) == (
+        "responses(): no handler takes Conflict, so it is no answer of excepthub's (it goes on "
+        "to the server, a 500). Register its handler before the route, or leave it out"
+    )
+
+
+def test_an_httpexception_class_needs_its_status() -> None:
+    with pytest.raises(TypeError, match=r"list instances, HTTPException\(404\)"):
+        responses(ExceptionMiddleware(), HTTPException)
+
+
+def test_a_handler_returning_a_response_must_declare_it() -> None:
+    exc = ExceptionMiddleware()
+
+    @exc.add_handler(Conflict, publish=True)
+    def conflict(error: Conflict) -> JSONResponse:
+        return JSONResponse({}, status_code=409)
+
+    with pytest.raises(TypeError, match=r"declare them with @excepthub_fastapi\.responds"):
+        responses(exc, Conflict)
+
+
+def test_a_handler_without_return_annotation_must_say_what_it_returns() -> None:
+    exc = ExceptionMiddleware(publish_handlers={Conflict: lambda error: {}})
+    with pytest.raises(TypeError, match="has no return annotation: annotate what it returns"):
+        responses(exc, Conflict)
+
+
+def test_a_side_effect_handler_cannot_declare_answers() -> None:
+    exc = ExceptionMiddleware()
+    exc.add_handler(Conflict)(responds(409, Declined)(lambda error: None))
+    with pytest.raises(TypeError, match="register it with publish=True"):
+        responses(exc, Conflict)
+
+
+def test_a_websocket_only_error_is_no_http_answer() -> None:
+    with pytest.raises(TypeError, match="answered on WebSockets only"):
+        responses(ExceptionMiddleware(), WebSocketException(1008))
+
+
+def test_a_public_declaration_is_checked_when_documented() -> None:
+    class Leaky(Exception):
+        public = ("status",)
+
+    exc = ExceptionMiddleware(publish_handlers={Leaky: problem_details})
+    with pytest.raises(TypeError, match="'status' cannot be a problem details member"):
+        responses(exc, Leaky)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((KeyError,), "responses() takes the app's excepthub.ExceptionMiddleware"),
+        (([],), "responses() takes the app's excepthub.ExceptionMiddleware"),
+        ((ExceptionMiddleware(),), "name them"),
+        ((ExceptionMiddleware(), "Conflict"), "documents exception classes"),
+        ((ExceptionMiddleware(), KeyboardInterrupt), "documents exception classes"),
+    ],
+)
+def test_responses_refuses_what_it_cannot_read(arguments: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        responses(*arguments)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: responds("404"), TypeError, "the status code is an int"),
+        (lambda: responds(99), ValueError, "99 is no HTTP status code"),
+        (lambda: responds(204, Declined), ValueError, "a 204 answer has no body"),
+        (lambda: responds(409, media_type="application/json"), TypeError, "give its model"),
+        (lambda: responds(409, Declined, media_type="json"), TypeError, "is a media type"),
+        (lambda: responds(409, headers=[1]), TypeError, "headers are header names"),
+        (lambda: responds(409, object()), TypeError, "no JSON schema for"),
+    ],
+)
+def test_responds_refuses_what_it_cannot_document(
+    call: Callable[[], object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        call()
+
+
+def test_responds_stacks_and_keeps_the_function() -> None:
+    def declined(error: PaymentDeclined) -> JSONResponse:
+        return JSONResponse({}, status_code=402)
+
+    marked = responds(402, Declined, description="card declined")(
+        responds(503, media_type=None, headers="Retry-After")(declined)
+    )
+    assert marked is declined
+    exc = ExceptionMiddleware()
+    exc.add_handler(PaymentDeclined, publish=True)(marked)
+    assert responses(exc, PaymentDeclined) == {
+        402: {
+            "description": "card declined",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "title": "Declined",
+                        "type": "object",
+                        "properties": {"reason": {"title": "Reason", "type": "string"}},
+                        "required": ["reason"],
+                    }
+                }
+            },
+        },
+        503: {
+            "description": "Service Unavailable",
+            "headers": {"Retry-After": {"schema": {"type": "string"}}},
+        },
+    }

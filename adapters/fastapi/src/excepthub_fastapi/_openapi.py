@@ -195,7 +195,7 @@ def _answers(registries: tuple[excepthub.ExceptionMiddleware, ...], error: objec
             f"responses() documents exception classes (or instances: HTTPException(404)), "
             f"got {error!r}"
         )
-    name = cls.__qualname__
+    name = cls.__name__
     resolution = _resolve(registries, cls)
     if resolution is None:
         raise TypeError(

@@ -16,6 +16,7 @@ from typing import Any, Final
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -26,7 +27,13 @@ PROBLEM_JSON: Final = "application/problem+json"
 """The media type of a problem details body (RFC 9457, section 3)."""
 
 
-def _describe(schema: dict[str, Any], cls: type) -> None:
+def _as_sent(schema: dict[str, Any], cls: type) -> None:
+    """The schema of the body as it is sent: `type` and `status` always there, a member left
+    `None` left out (so never null)."""
+    schema["required"] = [*schema.get("required", ()), "type", "status"]
+    for member in schema.get("properties", {}).values():
+        if "default" in member and member["default"] is None:
+            del member["default"]
     if cls is Problem:
         schema["description"] = "RFC 9457 problem details"
 
@@ -46,18 +53,18 @@ class Problem(BaseModel):
     `title`, with `type` left `about:blank`, with that status's phrase.
     """
 
-    # extension members allowed; the schema says what the object is, not this docstring
-    model_config = ConfigDict(extra="allow", json_schema_extra=_describe)
+    # extension members allowed; the schema says what is sent, and not with this docstring
+    model_config = ConfigDict(extra="allow", json_schema_extra=_as_sent)
 
     type: str = "about:blank"
     """A URI reference that identifies the problem type."""
-    title: str | None = None
+    title: str | SkipJsonSchema[None] = None
     """A short, human-readable summary of the problem type."""
-    status: int | None = None
+    status: int | SkipJsonSchema[None] = None
     """The HTTP status code of this occurrence."""
-    detail: str | None = None
+    detail: str | SkipJsonSchema[None] = None
     """A human-readable explanation specific to this occurrence."""
-    instance: str | None = None
+    instance: str | SkipJsonSchema[None] = None
     """A URI reference that identifies this occurrence."""
 
     def response(
