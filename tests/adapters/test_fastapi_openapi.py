@@ -686,12 +686,12 @@ def test_responses_refuses_what_it_cannot_read(arguments: tuple[Any, ...], messa
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda: responds("404"), TypeError, "the status code is an int"),
+        (lambda: responds("404"), TypeError, "the status code is an int"),  # type: ignore[arg-type]
         (lambda: responds(99), ValueError, "99 is no HTTP status code"),
         (lambda: responds(204, Declined), ValueError, "a 204 answer has no body"),
         (lambda: responds(409, media_type="application/json"), TypeError, "give its model"),
         (lambda: responds(409, Declined, media_type="json"), TypeError, "is a media type"),
-        (lambda: responds(409, headers=[1]), TypeError, "headers are header names"),
+        (lambda: responds(409, headers=[1]), TypeError, "headers are header names"),  # type: ignore[list-item]
         (lambda: responds(409, object()), TypeError, "no JSON schema for"),
     ],
 )

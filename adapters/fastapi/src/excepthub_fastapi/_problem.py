@@ -67,6 +67,21 @@ class Problem(BaseModel):
     instance: str | SkipJsonSchema[None] = None
     """A URI reference that identifies this occurrence."""
 
+    def __init__(
+        self,
+        *,
+        type: str = "about:blank",  # the member's name in RFC 9457
+        title: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+        instance: str | None = None,
+        **extensions: Any,
+    ) -> None:
+        # spelled out so that type checkers take extension members as keyword arguments
+        super().__init__(
+            type=type, title=title, status=status, detail=detail, instance=instance, **extensions
+        )
+
     def response(
         self, status_code: int = 500, headers: Mapping[str, str] | None = None
     ) -> JSONResponse:
