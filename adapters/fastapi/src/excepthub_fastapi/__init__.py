@@ -26,8 +26,11 @@ Errors a handler takes are answered where FastAPI answers them (route level, ins
 middleware) and logged once by excepthub; an error no handler takes goes on exactly as without
 excepthub (to `ServerErrorMiddleware` and the server, which log it). A router's registry takes
 its routes' errors first; what it does not take goes on to the app's. Plain Starlette apps work
-the same, with Starlette's own answers. See the FastAPI page of the
-documentation.
+the same, with Starlette's own answers.
+
+`responses(exc, ItemNotFound)` documents the handlers' answers in a route's OpenAPI responses;
+`problem_details` answers any exception as RFC 9457 problem details (`Problem`). See the
+FastAPI page of the documentation.
 """
 
 from importlib.metadata import version as _version
