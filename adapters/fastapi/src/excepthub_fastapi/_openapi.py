@@ -62,6 +62,20 @@ _HTTP_ERROR: Final = {
 _INTERNAL_ERROR: Final = {"text/plain": {"schema": {"type": "string"}}}
 
 
+# FastAPI's answers that close a WebSocket: no HTTP answer to document.
+_WEBSOCKET_ONLY: Final = frozenset(
+    handler
+    for handler in DEFAULTS.publish_handlers.values()
+    if handler not in (http_exception_handler, request_validation_exception_handler)
+    and handler is not excepthub.reraise
+)
+_WEBSOCKET_ERRORS: Final = tuple(
+    key
+    for key, handler in DEFAULTS.publish_handlers.items()
+    if handler in _WEBSOCKET_ONLY and isinstance(key, type)
+)
+
+
 @dataclass(frozen=True)
 class _Answer:
     """One HTTP answer: its status, what it is for, its body per media type, its headers."""
@@ -250,19 +264,6 @@ def _resolve(
     if resolution is None or resolution.handler is excepthub.reraise:
         return None
     return resolution
-
-
-_WEBSOCKET_ONLY: Final = frozenset(
-    handler
-    for key, handler in DEFAULTS.publish_handlers.items()
-    if handler not in (http_exception_handler, request_validation_exception_handler)
-    and handler is not excepthub.reraise
-)
-_WEBSOCKET_ERRORS: Final = tuple(
-    key
-    for key, handler in DEFAULTS.publish_handlers.items()
-    if handler in _WEBSOCKET_ONLY and isinstance(key, type)
-)
 
 
 def _status(error: type[Exception] | Exception, name: str) -> int:
