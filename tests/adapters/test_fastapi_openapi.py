@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, WebSocketException
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
 from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -731,3 +733,64 @@ def test_responds_stacks_and_keeps_the_function() -> None:
             "headers": {"Retry-After": {"schema": {"type": "string"}}},
         },
     }
+
+
+# -- the rule, for every hierarchy ----------------------------------------------------------------
+
+
+def answer_with_a_value(error: Exception) -> dict[str, int]:
+    return {"answered": 1}
+
+
+def note(error: Exception) -> None:
+    """A side-effect handler: FastAPI's masked 500 answers."""
+
+
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "value": answer_with_a_value,
+    "problem": problem_details,
+    "side effect": note,
+}
+LEVEL = st.tuples(
+    st.sampled_from([None, 400, 404, 409, 418, 503]),  # the class's status_code, if any
+    st.sampled_from([None, *HANDLERS]),  # the handler registered for the class, if any
+)
+
+
+@given(levels=st.lists(LEVEL, min_size=1, max_size=4))
+@settings(max_examples=50, deadline=None, derandomize=True, database=None)
+def test_the_documented_answer_is_the_answer_sent_for_every_hierarchy(
+    levels: list[tuple[int | None, str | None]],
+) -> None:
+    exc = ExceptionMiddleware(logger=None)
+    error_class: type[Exception] = Exception
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a side-effect handler a fallback shadows, on purpose
+        for depth, (status, kind) in enumerate(levels):
+            namespace = {} if status is None else {"status_code": status}
+            error_class = type(f"Level{depth}", (error_class,), namespace)
+            if kind is not None:
+                exc.add_handler(error_class, publish=kind != "side effect")(HANDLERS[kind])
+    app = FastAPI(middleware=[excepthub_fastapi.middleware(exc)])
+    leaf = error_class
+
+    @app.get("/")
+    async def fail() -> None:
+        raise leaf()
+
+    try:
+        documented = responses(exc, leaf)
+    except TypeError:
+        documented = None
+    response = TestClient(app, raise_server_exceptions=False).get("/")
+    if documented is None:  # no handler takes it: it is the server's, as without excepthub
+        assert [outcome for counts in exc.get_error_stats().values() for outcome in counts] == [
+            "unhandled"
+        ]
+        return
+    [(status, documentation)] = documented.items()
+    [media_type] = documentation["content"]
+    assert (status, media_type) == (
+        response.status_code,
+        response.headers["content-type"].split(";")[0],
+    )
