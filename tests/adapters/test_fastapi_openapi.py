@@ -788,9 +788,9 @@ def test_the_documented_answer_is_the_answer_sent_for_every_hierarchy(
             "unhandled"
         ]
         return
-    [(status, documentation)] = documented.items()
+    [(documented_status, documentation)] = documented.items()
     [media_type] = documentation["content"]
-    assert (status, media_type) == (
+    assert (documented_status, media_type) == (
         response.status_code,
         response.headers["content-type"].split(";")[0],
     )
