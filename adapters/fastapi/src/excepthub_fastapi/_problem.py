@@ -30,7 +30,7 @@ PROBLEM_JSON: Final = "application/problem+json"
 def _as_sent(schema: dict[str, Any], cls: type) -> None:
     """The schema of the body as it is sent: `type` and `status` always there, a member left
     `None` left out (so never null)."""
-    schema["required"] = [*schema.get("required", ()), "type", "status"]
+    schema["required"] = list(dict.fromkeys([*schema.get("required", ()), "type", "status"]))
     for member in schema.get("properties", {}).values():
         if "default" in member and member["default"] is None:
             del member["default"]
