@@ -26,8 +26,11 @@ Errors a handler takes are answered where FastAPI answers them (route level, ins
 middleware) and logged once by excepthub; an error no handler takes goes on exactly as without
 excepthub (to `ServerErrorMiddleware` and the server, which log it). A router's registry takes
 its routes' errors first; what it does not take goes on to the app's. Plain Starlette apps work
-the same, with Starlette's own answers. See the FastAPI page of the
-documentation.
+the same, with Starlette's own answers.
+
+`responses(exc, ItemNotFound)` documents the handlers' answers in a route's OpenAPI responses;
+`problem_details` answers any exception as RFC 9457 problem details (`Problem`). See the
+FastAPI page of the documentation.
 """
 
 from importlib.metadata import version as _version
@@ -41,15 +44,22 @@ from ._middleware import (
     starlette_http_exception_handler,
     websocket_exception_handler,
 )
+from ._openapi import responds, responses
+from ._problem import PROBLEM_JSON, Problem, problem_details
 
 __version__: str = _version("excepthub-fastapi")
 """The installed version of this distribution (the same as `excepthub.__version__`)."""
 
 __all__ = [
     "DEFAULTS",
+    "PROBLEM_JSON",
     "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
+    "Problem",
     "middleware",
+    "problem_details",
+    "responds",
+    "responses",
     "router_handlers",
     "starlette_http_exception_handler",
     "websocket_exception_handler",

@@ -54,6 +54,8 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect,
 import excepthub
 from excepthub import Outcome
 
+from ._problem import Problem
+
 _log: Final = logging.getLogger("excepthub")
 
 __all__ = [
@@ -636,11 +638,14 @@ def _rendered(value: Any, error: BaseException) -> Response:
 def _render(value: Any, error: BaseException) -> Response:
     """A fallback value that is not a `Response`, as FastAPI would send it: JSON through
     `jsonable_encoder`, with the status FastAPI gives `error` (its `status_code` attribute,
-    as on `HTTPException`; 422 for validation errors; else 500) and its `headers`."""
+    as on `HTTPException`; 422 for validation errors; else 500) and its `headers`; a
+    `Problem` as `application/problem+json`."""
     status_code = _status_code(error)
     headers = getattr(error, "headers", None)
     if headers is not None and not isinstance(headers, Mapping):
         headers = None
+    if isinstance(value, Problem):  # RFC 9457: application/problem+json
+        return value.response(status_code, headers)
     if not is_body_allowed_for_status_code(status_code):
         return Response(status_code=status_code, headers=headers)
     return JSONResponse(jsonable_encoder(value), status_code=status_code, headers=headers)
