@@ -23,6 +23,8 @@ from faststream.exceptions import IgnoredException
 import excepthub
 from excepthub import Defaults, Outcome, reraise
 
+from ._redelivery import call_with_redelivery, redelivery_for
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
@@ -145,9 +147,16 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
         """Around the subscriber call (the decoder included): retries, then any handler."""
+        retry = self.registry.retry
+        # checked before the handlers' reach: no handler may hide a subscriber that cannot
+        broker = (
+            None if retry is None or not retry.through_broker else redelivery_for(msg, self.context)
+        )
         try:
-            if self.registry.retry is None:
+            if retry is None:
                 return await call_next(msg)
+            if broker is not None:
+                return await call_with_redelivery(self.registry, broker, call_next, msg)
             return await self.registry.call_with_retries(
                 partial(call_next, msg), message=msg, correlation_id=msg.correlation_id
             )
