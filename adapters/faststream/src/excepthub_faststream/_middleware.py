@@ -23,7 +23,7 @@ from faststream.exceptions import IgnoredException
 import excepthub
 from excepthub import Defaults, Outcome, reraise
 
-from ._redelivery import call_with_redelivery, redelivery_for
+from ._redelivery import RedeliveryUnsupported, call_with_redelivery, redelivery_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -148,10 +148,13 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
         """Around the subscriber call (the decoder included): retries, then any handler."""
         retry = self.registry.retry
-        # checked before the handlers' reach: no handler may hide a subscriber that cannot
-        broker = (
-            None if retry is None or not retry.through_broker else redelivery_for(msg, self.context)
-        )
+        broker = None
+        if retry is not None and retry.through_broker:
+            try:
+                broker = redelivery_for(msg, self.context)
+            except RedeliveryUnsupported as error:
+                self._mark_had(error)  # a set-up error, for FastStream to log: no handler hides it
+                raise
         try:
             if retry is None:
                 return await call_next(msg)

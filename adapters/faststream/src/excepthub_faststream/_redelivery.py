@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 
 if TYPE_CHECKING:
@@ -90,19 +91,20 @@ async def call_with_redelivery(
 
 def redelivery_for(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     """The broker's redelivery for this message, or `RedeliveryUnsupported` saying why not."""
-    if msg.committed is not None:
+    subscriber = context.get_local("handler_")
+    if msg.committed is not None or getattr(subscriber, "ack_policy", None) is AckPolicy.ACK_FIRST:
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) needs the message unacknowledged while it runs, but "
-            f"it was settled on receipt ({msg.committed}): drop AckPolicy.ACK_FIRST from the "
-            "subscriber, or use Retry(through_broker=False) to retry in the process"
+            "its subscriber acks on receipt (AckPolicy.ACK_FIRST): drop that ack policy, or "
+            "use Retry(through_broker=False) to retry in the process"
         )
     module = type(msg).__module__
     if module.startswith("faststream.nats."):
         return _jetstream(msg)
     if module.startswith("faststream.rabbit."):
-        return _rabbit(context)
+        return _rabbit(subscriber)
     if module.startswith("faststream.redis."):
-        return _redis(msg, context)
+        return _redis(msg, subscriber)
     raise RedeliveryUnsupported(
         f"Retry(through_broker=True) works with NATS JetStream, RabbitMQ and Redis Streams; "
         f"this subscriber's messages are {type(msg).__name__}: use Retry(through_broker=False) "
@@ -138,7 +140,8 @@ def _jetstream(msg: StreamMessage[Any]) -> _Broker:
     if not (msg.raw_message.reply or "").startswith("$JS.ACK."):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on NATS needs JetStream, which redelivers and counts; "
-            f"subject {msg.raw_message.subject!r} came through core NATS: subscribe with "
+            f"subject {msg.raw_message.subject!r} came through core NATS (or FastStream's "
+            "TestNatsBroker, which does not imitate JetStream): subscribe with "
             "`stream=JStream(...)` and a durable consumer, or use Retry(through_broker=False)"
         )
     return _JETSTREAM
@@ -207,8 +210,7 @@ class _RabbitDelayQueues:
         await msg.ack()  # after the copy is with the broker: a crash between repeats, never loses
 
 
-def _rabbit(context: ContextRepo) -> _Broker:
-    subscriber = context.get_local("handler_")
+def _rabbit(subscriber: Any) -> _Broker:
     queue = getattr(subscriber, "queue", None)
     name = getattr(queue, "name", None)
     routing = getattr(subscriber, "routing", None)
@@ -247,21 +249,22 @@ class _RedisPending:
 _REDIS_PENDING: Final = _RedisPending()
 
 
-def _redis(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
+def _redis(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
     from faststream.redis.message import RedisStreamMessage
 
-    stream = getattr(context.get_local("handler_"), "stream_sub", None)
-    if not isinstance(msg, RedisStreamMessage) or msg.group is None:
-        raise RedeliveryUnsupported(
-            "Retry(through_broker=True) on Redis needs a stream read by a consumer group, "
-            "whose pending entries count deliveries; this subscriber reads "
-            f"{type(msg).__name__}: subscribe with StreamSub(name, group=..., consumer=...), "
-            "or use Retry(through_broker=False)"
-        )
+    stream = getattr(subscriber, "stream_sub", None)
     if getattr(stream, "no_ack", False):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on Redis needs the entry pending while it runs, but "
             "this StreamSub reads with no_ack=True: drop no_ack, or use Retry(through_broker="
             "False)"
+        )
+    if not isinstance(msg, RedisStreamMessage) or msg.group is None:
+        raise RedeliveryUnsupported(
+            "Retry(through_broker=True) on Redis needs a stream read by a consumer group, "
+            "whose pending entries count deliveries; this subscriber reads "
+            f"{type(msg).__name__} without a group (FastStream's TestRedisBroker gives none): "
+            "subscribe with StreamSub(name, group=..., consumer=...), or use "
+            "Retry(through_broker=False)"
         )
     return _REDIS_PENDING
