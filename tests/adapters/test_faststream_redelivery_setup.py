@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from faststream import AckPolicy
-from faststream.nats import NatsBroker
+from faststream.nats import JStream, NatsBroker, TestNatsBroker
 from faststream.rabbit import RabbitBroker, TestRabbitBroker
 from faststream.redis import RedisBroker, StreamSub, TestRedisBroker
 
@@ -82,6 +82,31 @@ async def test_a_message_acked_on_receipt_is_refused() -> None:
         with pytest.raises(RedeliveryUnsupported, match="ACK_FIRST"):
             await br.publish("order-1", "jobs")
     assert ran == []
+
+
+@pytest.mark.parametrize("backend", ["nats", "rabbit", "redis"])
+async def test_the_test_brokers_are_refused_for_they_imitate_no_redelivery(backend: str) -> None:
+    exc, taken = _registry()
+    ran: list[str] = []
+    broker: Any
+    if backend == "nats":
+        broker = NatsBroker(middlewares=[exc])
+        broker.subscriber("jobs", stream=JStream("jobs"), durable="jobs", pull_sub=True)(ran.append)
+        client: Any = TestNatsBroker(broker)
+        where: dict[str, Any] = {"subject": "jobs", "stream": "jobs"}
+    elif backend == "rabbit":
+        broker = RabbitBroker(middlewares=[exc])
+        broker.subscriber("jobs")(ran.append)
+        client, where = TestRabbitBroker(broker), {"queue": "jobs"}
+    else:
+        broker = RedisBroker(middlewares=[exc])
+        broker.subscriber(stream=StreamSub("jobs", group="workers", consumer="one"))(ran.append)
+        client, where = TestRedisBroker(broker), {"stream": "jobs"}
+    async with client as br:
+        with pytest.raises(RedeliveryUnsupported, match="Test"):
+            await br.publish("order-1", **where)
+    assert ran == []
+    assert taken == []
 
 
 class _Records(logging.Handler):

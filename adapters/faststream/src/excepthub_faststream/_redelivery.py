@@ -102,7 +102,7 @@ def redelivery_for(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     if module.startswith("faststream.nats."):
         return _jetstream(msg)
     if module.startswith("faststream.rabbit."):
-        return _rabbit(subscriber)
+        return _rabbit(msg, subscriber)
     if module.startswith("faststream.redis."):
         return _redis(msg, subscriber)
     raise RedeliveryUnsupported(
@@ -123,6 +123,9 @@ class _JetStream:
 
     async def give_back(self, msg: StreamMessage[Any], delay: float) -> None:
         await msg.nack(delay=delay)  # type: ignore[call-arg]  # NatsMessage's own keyword
+        client = getattr(msg.raw_message, "_client", None)  # nats-py's connection, if it shows it
+        if client is not None:
+            await client.flush()  # the nak is with the server before the retry counts as given back
 
 
 _JETSTREAM: Final = _JetStream()
@@ -208,9 +211,17 @@ class _RabbitDelayQueues:
             copy.body, exchange="", routing_key=delay_queue, properties=copy.properties
         )
         await msg.ack()  # after the copy is with the broker: a crash between repeats, never loses
+        # a round trip on the same channel: the server has taken the ack once it answers
+        await channel.queue_declare(delay_queue, passive=True)
 
 
-def _rabbit(subscriber: Any) -> _Broker:
+def _rabbit(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+    if type(msg.raw_message).__module__.startswith("faststream.rabbit.testing"):
+        raise RedeliveryUnsupported(
+            "Retry(through_broker=True) needs RabbitMQ's own queues, which FastStream's "
+            "TestRabbitBroker does not imitate: test it against RabbitMQ, or use "
+            "Retry(through_broker=False) under the test broker"
+        )
     queue = getattr(subscriber, "queue", None)
     name = getattr(queue, "name", None)
     routing = getattr(subscriber, "routing", None)
