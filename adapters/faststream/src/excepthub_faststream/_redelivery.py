@@ -23,6 +23,7 @@ runs: never an in-process retry in its place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from faststream import AckPolicy
@@ -98,13 +99,34 @@ def redelivery_for(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
             "its subscriber acks on receipt (AckPolicy.ACK_FIRST): drop that ack policy, or "
             "use Retry(through_broker=False) to retry in the process"
         )
-    module = type(msg).__module__
+    cls = type(msg)
+    check = _CHECKS.get(cls) or _check_for(cls)
+    return check(msg, subscriber)
+
+
+_Check = Callable[["StreamMessage[Any]", Any], _Broker]
+_CHECKS: dict[type, _Check] = {}  # per message class: FastStream has a handful
+
+
+def _check_for(cls: type) -> _Check:
+    """The check for a message class, its broker's modules imported once, here."""
+    module = cls.__module__
+    check: _Check = _unsupported
     if module.startswith("faststream.nats."):
-        return _jetstream(msg)
-    if module.startswith("faststream.rabbit."):
-        return _rabbit(msg, subscriber)
-    if module.startswith("faststream.redis."):
-        return _redis(msg, subscriber)
+        from faststream.nats.message import NatsMessage
+
+        check = _jetstream if issubclass(cls, NatsMessage) else _nats_batch
+    elif module.startswith("faststream.rabbit."):
+        check = _rabbit
+    elif module.startswith("faststream.redis."):
+        from faststream.redis.message import RedisStreamMessage
+
+        check = _redis if issubclass(cls, RedisStreamMessage) else _not_a_stream
+    _CHECKS[cls] = check
+    return check
+
+
+def _unsupported(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
     raise RedeliveryUnsupported(
         f"Retry(through_broker=True) works with NATS JetStream, RabbitMQ and Redis Streams; "
         f"this subscriber's messages are {type(msg).__name__}: use Retry(through_broker=False) "
@@ -131,15 +153,14 @@ class _JetStream:
 _JETSTREAM: Final = _JetStream()
 
 
-def _jetstream(msg: StreamMessage[Any]) -> _Broker:
-    from faststream.nats.message import NatsMessage
+def _nats_batch(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+    raise RedeliveryUnsupported(
+        f"Retry(through_broker=True) takes one NATS message at a time, not a "
+        f"{type(msg).__name__}: subscribe without a batch, or use Retry(through_broker=False)"
+    )
 
-    if not isinstance(msg, NatsMessage):
-        raise RedeliveryUnsupported(
-            f"Retry(through_broker=True) takes one NATS message at a time, not a "
-            f"{type(msg).__name__}: subscribe without a batch, or use Retry(through_broker="
-            "False)"
-        )
+
+def _jetstream(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
     if not (msg.raw_message.reply or "").startswith("$JS.ACK."):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on NATS needs JetStream, which redelivers and counts; "
@@ -260,22 +281,27 @@ class _RedisPending:
 _REDIS_PENDING: Final = _RedisPending()
 
 
-def _redis(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
-    from faststream.redis.message import RedisStreamMessage
+def _not_a_stream(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+    raise RedeliveryUnsupported(
+        "Retry(through_broker=True) on Redis needs a stream read by a consumer group, whose "
+        f"pending entries count deliveries; this subscriber reads {type(msg).__name__}: "
+        "subscribe with StreamSub(name, group=..., consumer=...), or use "
+        "Retry(through_broker=False)"
+    )
 
-    stream = getattr(subscriber, "stream_sub", None)
-    if getattr(stream, "no_ack", False):
+
+def _redis(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+    if getattr(getattr(subscriber, "stream_sub", None), "no_ack", False):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on Redis needs the entry pending while it runs, but "
             "this StreamSub reads with no_ack=True: drop no_ack, or use Retry(through_broker="
             "False)"
         )
-    if not isinstance(msg, RedisStreamMessage) or msg.group is None:
+    if msg.group is None:  # type: ignore[attr-defined]
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on Redis needs a stream read by a consumer group, "
-            "whose pending entries count deliveries; this subscriber reads "
-            f"{type(msg).__name__} without a group (FastStream's TestRedisBroker gives none): "
-            "subscribe with StreamSub(name, group=..., consumer=...), or use "
-            "Retry(through_broker=False)"
+            "whose pending entries count deliveries; this stream is read without one (or "
+            "through FastStream's TestRedisBroker, which gives none): subscribe with "
+            "StreamSub(name, group=..., consumer=...), or use Retry(through_broker=False)"
         )
     return _REDIS_PENDING
