@@ -11,8 +11,9 @@ Per broker (the message class says which):
 - NATS JetStream: `nak(delay=...)`; the attempt is `metadata.num_delivered`.
 - RabbitMQ: a copy is published to a delay queue per retry (`<queue>.excepthub-retry-<n>`,
   declared on first use) with the delay as its per-message TTL; it dead-letters back to the
-  queue, and the original is acked. The attempt is one more than the delay queues' `x-death`
-  counts, plus the quorum queue's `x-delivery-count` (a delivery cut short by a crash).
+  queue, and the original is acked. The attempt is one more than the attempts the copy records
+  (`x-excepthub-attempts`, never fewer than the delay queues' `x-death` counts), plus the quorum
+  queue's `x-delivery-count` (a delivery cut short by a crash).
 - Redis Streams (consumer groups): the entry stays pending, for a subscriber with
   `min_idle_time` to claim it; the attempt is its pending entry's delivery count.
 
@@ -39,6 +40,8 @@ __all__ = ["RedeliveryUnsupported", "redelivery_for"]
 
 # The delay queues' names: `<queue>` + this + the retry's number.
 _DELAY_QUEUE: Final = ".excepthub-retry-"
+# The header a RabbitMQ copy carries: the attempts made before it was given back.
+_ATTEMPTS: Final = "x-excepthub-attempts"
 
 
 class RedeliveryUnsupported(RuntimeError):
@@ -190,15 +193,18 @@ class _RabbitDelayQueues:
             and death.get("reason") == "expired"
             and str(death.get("queue", "")).startswith(prefix)
         )
+        # the copy's own record as well: a broker that drops a client's x-death still counts
+        done = headers.get(_ATTEMPTS)
         crashed = headers.get("x-delivery-count")  # a quorum queue's count since the last wait
-        return 1 + waited + (crashed if isinstance(crashed, int) else 0)
+        done = max(waited, done if isinstance(done, int) else 0)
+        return 1 + done + (crashed if isinstance(crashed, int) else 0)
 
     async def give_back(self, msg: StreamMessage[Any], delay: float) -> None:
         from aio_pika import DeliveryMode, Message
 
         raw = msg.raw_message
-        retry = await self.attempt(msg)
-        delay_queue = f"{self.queue}{_DELAY_QUEUE}{retry}"
+        attempt = await self.attempt(msg)
+        delay_queue = f"{self.queue}{_DELAY_QUEUE}{attempt}"
         channel = raw.channel
         await channel.queue_declare(  # the same arguments each time: declaring is idempotent
             delay_queue,
@@ -213,6 +219,7 @@ class _RabbitDelayQueues:
         )
         headers = dict(raw.headers or {})
         headers.pop("x-delivery-count", None)  # the queue's own count starts again
+        headers[_ATTEMPTS] = attempt
         copy = Message(
             raw.body,
             headers=headers,
