@@ -3,8 +3,10 @@ test's process, or run alone so that a test can kill it (`python -m tests.adapte
 _redelivery_app KIND NAME ATTEMPTS DELAY JOURNAL`).
 
 A message's body is `<key>:<failures>`: the subscriber fails with `ConnectionResetError` on the
-first `<failures>` deliveries of that key (`always`: on every one). Every delivery, retry, end
-and handled error is a line in the journal file, which outlives the process.
+first `<failures>` deliveries of that key (`always`: on every one); `<key>:<failures>:hang`
+also never ends its first delivery, for the test to kill the process in the middle of it.
+Every delivery, retry, end and handled error is a line in the journal file, which outlives
+the process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from faststream.redis import RedisBroker, StreamSub
 import excepthub_faststream
 from excepthub import ErrorEvent, ExceptionMiddleware, Retry
 
+ACK_WAIT = 5  # seconds JetStream waits for an answer before it redelivers on its own
 URLS = {
     "nats": "nats://127.0.0.1:4222",
     "rabbit": "amqp://guest:guest@127.0.0.1:5672/",
@@ -73,8 +76,10 @@ def build(kind: str, name: str, *, attempts: int, delay: float, journal: Journal
             raise RejectMessage  # to the queue's dead-letter exchange
 
     async def subscriber(body: str) -> None:
-        key, failures = body.split(":")
+        key, failures, *hang = body.split(":")
         journal.write(f"delivery:{key}")
+        if hang and journal.count(f"delivery:{key}") == 1:
+            await asyncio.Event().wait()  # the first delivery never ends: the process is killed
         if failures == "always" or journal.count(f"delivery:{key}") <= int(failures):
             raise ConnectionResetError(f"{key} is not reachable yet")
         journal.write(f"done:{key}")
@@ -88,7 +93,7 @@ def build(kind: str, name: str, *, attempts: int, delay: float, journal: Journal
             stream=JStream(name, subjects=[name]),
             durable=name,
             pull_sub=True,
-            config=ConsumerConfig(max_deliver=attempts, ack_wait=30),
+            config=ConsumerConfig(max_deliver=attempts, ack_wait=ACK_WAIT),
         )(subscriber)
     elif kind == "rabbit":
         broker = RabbitBroker(URLS[kind], middlewares=middlewares)

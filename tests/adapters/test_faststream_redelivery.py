@@ -194,6 +194,10 @@ class Consumer:
         self.journal = journal
         self.process: subprocess.Popen[bytes] | None = None
 
+    def attempts(self, attempts: int) -> None:
+        """How many attempts the consumer's policy makes (3 unless told)."""
+        self.args[2] = str(attempts)
+
     async def start(self) -> None:
         ready = self.journal.count("ready") + 1
         self.process = subprocess.Popen(  # noqa: ASYNC220  # started, not waited on
@@ -233,3 +237,19 @@ async def test_a_consumer_killed_during_a_backoff_finishes_the_plan_after_a_rest
     assert _deliveries(journal, "survivor") == 3  # the broker's count went on: none added
     assert journal.count("retried:survivor") == 2
     assert journal.count("done:survivor") == 1
+
+
+async def test_a_delivery_cut_short_by_a_crash_counts_as_an_attempt(
+    kind: str, name: str, journal: Journal, consumer: Consumer
+) -> None:
+    consumer.attempts(2)
+    await consumer.start()
+    await _publish(kind, name, "stuck:always:hang")
+    await _until(journal, "delivery:stuck")  # in the middle of its first attempt
+    consumer.kill()
+    await consumer.start()
+    await _until(journal, "handled:stuck")
+    await _settle()
+    assert _deliveries(journal, "stuck") == 2  # the broker counted the cut one: the last is 2
+    assert journal.count("retried:stuck") == 0
+    assert journal.count("handled:stuck") == 1
