@@ -17,6 +17,10 @@ import aio_pika
 import nats
 import pytest
 import redis.asyncio as aioredis
+from faststream.redis import BinaryMessageFormatV1, RedisBroker, StreamSub
+
+from excepthub import Retry
+from excepthub_faststream import ExceptionMiddleware
 
 from ._redelivery_app import URLS, Journal, build
 
@@ -253,3 +257,44 @@ async def test_a_delivery_cut_short_by_a_crash_counts_as_an_attempt(
     assert _deliveries(journal, "stuck") == 2  # the broker counted the cut one: the last is 2
     assert journal.count("retried:stuck") == 0
     assert journal.count("handled:stuck") == 1
+
+
+@pytest.mark.parametrize("kind", ["redis"], indirect=True)
+async def test_after_the_last_attempt_a_fallback_handler_replies_once(kind: str, name: str) -> None:
+    exc = ExceptionMiddleware(
+        logger=None,
+        retry=Retry(on=(ConnectionError,), attempts=2, base_delay=DELAY, through_broker=True),
+    )
+    exc.add_handler(ConnectionError, publish=True)(lambda error: "fallback")
+    broker = RedisBroker(URLS[kind], middlewares=[exc])
+    deliveries: list[str] = []
+
+    async def subscriber(body: str) -> str:
+        deliveries.append(body)
+        raise ConnectionResetError("still down")
+
+    replies = broker.publisher(stream=f"{name}.out")
+    replies(
+        broker.subscriber(stream=StreamSub(name, group="workers", consumer="reader"))(subscriber)
+    )
+    claimer = StreamSub(name, group="workers", consumer="claimer", min_idle_time=200)
+    replies(broker.subscriber(stream=claimer)(subscriber))
+    redis = aioredis.from_url(URLS[kind])
+    try:
+        async with broker:
+            await broker.start()
+            await _publish(kind, name, "order-9")
+            async with _bound():
+                while not await redis.xlen(f"{name}.out"):  # noqa: ASYNC110  # the reply is it
+                    await asyncio.sleep(0.02)
+            await _settle()
+            out = await redis.xrange(f"{name}.out")
+            pending = await redis.xpending(name, "workers")
+    finally:
+        await redis.delete(f"{name}.out")
+        await redis.aclose()
+    assert deliveries == ["order-9", "order-9"]
+    [(_, reply)] = out
+    assert BinaryMessageFormatV1.parse(reply[b"__data__"])[0] == b"fallback"
+    assert pending["pending"] == 0  # acked: the fallback ended it
+    assert exc.get_error_stats() == {"ConnectionResetError": {"retried": 1, "published": 1}}

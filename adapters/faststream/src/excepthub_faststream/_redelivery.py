@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     import excepthub
 
-__all__ = ["RedeliveryUnsupported", "redelivery_for"]
+__all__ = ["RedeliveryUnsupported", "call_with_redelivery", "redelivery_for"]
 
 # The delay queues' names: `<queue>` + this + the retry's number.
 _DELAY_QUEUE: Final = ".excepthub-retry-"
@@ -48,7 +48,8 @@ class RedeliveryUnsupported(RuntimeError):
     """A `Retry(through_broker=True)` policy met a message its broker cannot redeliver later
     with a count: core NATS (not JetStream), a batch, a Redis channel or list (not a stream
     with a consumer group), a message acked on receipt (`AckPolicy.ACK_FIRST`, Redis
-    `no_ack=True`). Raised at the subscriber's first message, before the subscriber runs."""
+    `no_ack=True`), FastStream's test brokers (which imitate none of it). Raised at the
+    subscriber's first message, before the subscriber runs; no handler takes it."""
 
 
 class _Broker(Protocol):
@@ -86,9 +87,8 @@ async def call_with_redelivery(
         await broker.give_back(msg, policy.delay(attempt))
         detail = f" (attempt {attempt} of {policy.attempts}, given back to the broker)"
         context = {"message": msg, "correlation_id": msg.correlation_id}
-        await registry._report(
-            "retried", error, None, context, detail
-        )  # the core's record of a retry
+        # the core's own record of a retry: logged and counted as `call_with_retries` does
+        await registry._report("retried", error, None, context, detail)
         # settled already: FastStream's own nack finds it so, and nothing else runs
         raise NackMessage() from error
 
