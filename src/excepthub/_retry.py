@@ -25,7 +25,9 @@ class Retry:
     `min(max_delay, base_delay * multiplier ** (n - 1))`, spread by `jitter` (a fraction: 0.1
     waits between 90% and 110% of that) and never above `max_delay`. `on` is matched by MRO,
     like handlers. `sleep` and `random` are there for tests (a fake clock); cancellation during
-    a wait stops retrying at once.
+    a wait stops retrying at once. `through_broker=True` gives a failed message back to its
+    broker for a later redelivery instead of waiting in process, the attempt counted by the
+    broker (the FastStream adapter; see "Retries through the broker" in the docs).
 
     ```python
     exc = ExceptionMiddleware(retry=Retry(on=(ConnectionError, TimeoutError), attempts=3))
@@ -38,6 +40,7 @@ class Retry:
     multiplier: float = 2.0
     max_delay: float = 5.0
     jitter: float = 0.1
+    through_broker: bool = False
     sleep: Callable[[float], Awaitable[Any]] = field(default=anyio.sleep, repr=False)
     random: Callable[[], float] = field(default=random.random, repr=False)
 
@@ -59,6 +62,10 @@ class Retry:
                 raise ValueError(f"Retry({name}=...) must be a finite number >= 0, got {value!r}")
         if self.jitter > 1:
             raise ValueError(f"Retry(jitter=...) is a fraction from 0 to 1, got {self.jitter}")
+        if not isinstance(self.through_broker, bool):
+            raise TypeError(
+                f"Retry(through_broker=...) must be a bool, got {self.through_broker!r}"
+            )
         for name in ("sleep", "random"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"Retry({name}=...) must be callable, got {getattr(self, name)!r}")

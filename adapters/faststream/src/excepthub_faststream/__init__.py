@@ -23,8 +23,15 @@ A registry that also serves FastAPI or FastMCP plugs in with one call:
 from importlib.metadata import version as _version
 
 from ._middleware import DEFAULTS, ExcepthubMiddleware, ExceptionMiddleware, middleware
+from ._redelivery import RedeliveryUnsupported
 
 __version__: str = _version("excepthub-faststream")
 """The installed version of this distribution (the same as `excepthub.__version__`)."""
 
-__all__ = ["DEFAULTS", "ExcepthubMiddleware", "ExceptionMiddleware", "middleware"]
+__all__ = [
+    "DEFAULTS",
+    "ExcepthubMiddleware",
+    "ExceptionMiddleware",
+    "RedeliveryUnsupported",
+    "middleware",
+]

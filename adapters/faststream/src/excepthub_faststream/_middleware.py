@@ -23,6 +23,8 @@ from faststream.exceptions import IgnoredException
 import excepthub
 from excepthub import Defaults, Outcome, reraise
 
+from ._redelivery import RedeliveryUnsupported, call_with_redelivery, redelivery_for
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
@@ -145,9 +147,19 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
         """Around the subscriber call (the decoder included): retries, then any handler."""
+        retry = self.registry.retry
+        broker = None
+        if retry is not None and retry.through_broker:
+            try:
+                broker = redelivery_for(msg, self.context)
+            except RedeliveryUnsupported as error:
+                self._mark_had(error)  # a set-up error, for FastStream to log: no handler hides it
+                raise
         try:
-            if self.registry.retry is None:
+            if retry is None:
                 return await call_next(msg)
+            if broker is not None:
+                return await call_with_redelivery(self.registry, broker, call_next, msg)
             return await self.registry.call_with_retries(
                 partial(call_next, msg), message=msg, correlation_id=msg.correlation_id
             )
