@@ -88,7 +88,7 @@ async def call_with_redelivery(
         detail = f" (attempt {attempt} of {policy.attempts}, given back to the broker)"
         context = {"message": msg, "correlation_id": msg.correlation_id}
         # the core's own record of a retry: logged and counted as `call_with_retries` does
-        await registry._report("retried", error, None, context, detail)
+        await registry._report("retried", error, None, context, None, detail)
         # settled already: FastStream's own nack finds it so, and nothing else runs
         raise NackMessage() from error
 
