@@ -47,6 +47,8 @@ from referencing import Registry
 
 from excepthub import Defaults, ExceptionMiddleware, Outcome, OutcomeKind, reraise
 
+from ._gateway import UpstreamError, raised_upstream, upstream_failure, upstream_tool_error
+
 __all__ = [
     "DEFAULTS",
     "Denial",
@@ -238,6 +240,10 @@ class ExcepthubMiddleware(Middleware):
         except BaseException:  # cancelled: FastMCP's records stand
             _release(held)
             raise
+        if answers is _TOOLS and getattr(result, "is_error", False) is True:
+            upstream = await upstream_tool_error(result, context)  # a proxied tool's isError
+            if upstream is not None:
+                return await self._recover(upstream, context, answers, held, upstream)
         _release(held)  # an inner middleware settled an error FastMCP had logged: its log stands
         return result
 
@@ -247,9 +253,17 @@ class ExcepthubMiddleware(Middleware):
         context: MiddlewareContext[Any],
         answers: _Answers,
         held: list[logging.LogRecord],
+        upstream: UpstreamError | None = None,
     ) -> Any:
         error = unwrap(raised)
-        masking = error is raised and not _answered_without_its_text(error, context)
+        if upstream is None and (pending := upstream_failure(error, context)) is not None:
+            upstream = await pending
+        if upstream is not None:  # a proxy's upstream failed: masked, and logged by excepthub
+            raised = upstream if error is raised else raised  # FastMCP's wrapper, if it put one
+            error = upstream
+        masking = upstream is not None or (
+            error is raised and not _answered_without_its_text(error, context)
+        )
         defaults = _MASKING if masking else DEFAULTS
         convert = partial(_convert, answers, context=context, raised=raised)
         try:
@@ -265,6 +279,8 @@ class ExcepthubMiddleware(Middleware):
                 _raise(answers.masked(raised, error, context))
             if masking:  # it would reach the client with its text
                 self._settle(held, "unhandled")
+                if upstream is not None:  # the component failed, as FastMCP says it masked
+                    _raise(answers.masked(raised, error, context))
                 raise _masked_mcp_error() from None
             _release(held)  # excepthub stood aside: FastMCP's own log is the one
             if error is raised:  # the MCP server answers it, or an in-process caller gets it
@@ -278,7 +294,9 @@ class ExcepthubMiddleware(Middleware):
             _release(held)
 
     async def _request_failed(self, error: Exception, context: MiddlewareContext[Any]) -> Exception:
-        masking = not _answered_without_its_text(error, context)
+        if (pending := upstream_failure(error, context)) is not None:  # a proxy's listing
+            error = await pending
+        masking = isinstance(error, UpstreamError) or not _answered_without_its_text(error, context)
         defaults = _MASKING if masking else DEFAULTS
         try:
             outcome = await self.registry.handle(error, defaults=defaults, **_values(context))
@@ -380,6 +398,8 @@ def _may_report(registry: ExceptionMiddleware, error: BaseException | None) -> b
     if not isinstance(error, Exception) or isinstance(error, BaseExceptionGroup):
         return True
     error = unwrap(error)
+    if raised_upstream(error):  # a proxy's upstream failure: excepthub logs it, in every case
+        return True
     if registry.retry is not None and registry.retry.is_transient(error):
         return True
     resolution = registry.resolve(type(error), defaults=DEFAULTS)
