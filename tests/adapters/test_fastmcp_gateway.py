@@ -13,13 +13,17 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import anyio
 import mcp_types
 import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server import create_proxy
 from fastmcp.server.middleware import Middleware, MiddlewareContext
+from fastmcp.server.providers.proxy import ProxyClient, ProxyProvider
 from fastmcp.tools import ToolResult
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from mcp import MCPError
 
 import excepthub_fastmcp
@@ -456,3 +460,135 @@ async def test_a_policy_denial_never_goes_upstream(
     assert denied.content[0].text == "failing is not available through this gateway"
     assert not allowed.is_error
     assert reached == ["forecast"]
+
+
+# -- every way a server proxies ----------------------------------------------------------------
+
+
+async def test_a_namespaced_proxy_provider_on_a_plain_server_is_a_gateway_too(
+    backend_url: str, era: str
+) -> None:
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    server = FastMCP("gateway", middleware=[excepthub_fastmcp.middleware(exc)])
+    server.add_provider(ProxyProvider(lambda: ProxyClient(backend_url)), namespace="weather")
+
+    async with Client(server, mode=era) as client:
+        failed = await client.call_tool_mcp("weather_failing", {})
+        rejected = await client.call_tool_mcp("weather_rejected", {})
+    assert [r.content[0].text for r in (failed, rejected)] == [
+        "Error calling tool 'weather_failing'",
+        "Error calling tool 'weather_rejected'",
+    ]
+    assert [(type(e), e.name, e.server) for e in seen] == [
+        (UpstreamToolError, "weather_failing", None),  # which upstream: not told by a namespace
+        (UpstreamProtocolError, "weather_rejected", None),
+    ]
+
+
+async def test_a_mounted_proxy_with_the_adapter_answers_for_its_upstream(
+    backend_url: str, era: str
+) -> None:
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    main = FastMCP("main")
+    main.mount(
+        create_proxy(backend_url, middleware=[excepthub_fastmcp.middleware(exc)]),
+        namespace="weather",
+    )
+
+    async with Client(main, mode=era) as client:
+        result = await client.call_tool_mcp("weather_failing", {})
+    assert result.is_error
+    assert SECRET not in result.model_dump_json()
+    assert [(type(e), e.name) for e in seen] == [(UpstreamToolError, "failing")]
+
+
+async def test_an_mcp_error_of_a_local_tool_on_a_proxy_keeps_fastmcps_meaning(
+    backend_url: str, era: str
+) -> None:
+    seen: list[Exception] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    proxy = create_proxy(backend_url, middleware=[excepthub_fastmcp.middleware(exc)])
+
+    @proxy.tool
+    def local() -> int:
+        raise MCPError(REJECTED_CODE, "not from upstream")
+
+    async with Client(proxy, mode=era) as client:
+        result = await client.call_tool_mcp("local", {})
+    assert result.is_error
+    assert result.content[0].text == "Error calling tool 'local'"
+    assert seen == []
+
+
+# -- for every upstream text and code ----------------------------------------------------------
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a dumped MCP answer, keys included (`meta` names the servers: left out)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings(key)
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+class Echo(Middleware):
+    """An in-memory backend's JSON-RPC error: the code and message the call asks for."""
+
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        arguments = context.message.arguments or {}
+        if context.message.name == "rejected":
+            raise MCPError(arguments["code"], arguments["text"])
+        return await call_next(context)
+
+
+def echoing_backend() -> FastMCP:
+    backend = FastMCP("echo", middleware=[Echo()])
+
+    @backend.tool
+    def failing(text: str, code: int) -> int:
+        raise ToolError(text)
+
+    @backend.tool
+    def rejected(text: str, code: int) -> int:
+        return code
+
+    return backend
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    text=st.text(st.characters(exclude_categories=("Cs",)), min_size=12, max_size=60),
+    code=st.integers(min_value=-31999, max_value=2**31 - 1),
+)
+def test_for_every_upstream_text_the_handler_sees_it_and_the_client_does_not(
+    text: str, code: int
+) -> None:
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append}, logger=None)
+    proxy = create_proxy(echoing_backend(), middleware=[excepthub_fastmcp.middleware(exc)])
+
+    async def ask() -> list[Any]:
+        async with Client(proxy) as client:
+            return [
+                await client.call_tool_mcp(name, {"text": text, "code": code})
+                for name in ("failing", "rejected")
+            ]
+
+    assume(all(text not in f"Error calling tool '{name}'" for name in ("failing", "rejected")))
+    answers = anyio.run(ask)
+    for answer in answers:
+        assert answer.is_error
+        told = answer.model_dump(include={"content", "structured_content", "is_error"})
+        assert not [s for s in strings(told) if text in s]
+    failed, rejected = seen
+    assert isinstance(failed, UpstreamToolError)
+    assert [block.text for block in failed.content] == [text]
+    assert isinstance(rejected, UpstreamProtocolError)
+    assert (rejected.code, rejected.upstream_message) == (code, text)

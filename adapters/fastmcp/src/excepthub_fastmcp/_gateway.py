@@ -49,12 +49,12 @@ class UpstreamError(Exception):
     every upstream failure; its subclasses tell which kind.
 
     `server` is the upstream as FastMCP's client names its transport
-    (`<StreamableHttpTransport(url='http://…/mcp')>`), or `None` where the proxy has several
-    upstreams or none can be named; `method` is the MCP method (`"tools/call"`,
-    `"resources/read"`, `"prompts/get"`, `"tools/list"`, ...); `name` the tool's or prompt's
-    name, or the resource's URI, as the client asked for it (`None` for a listing). The message
-    holds the upstream's own text, for the log: the client never sees it unless a handler puts
-    it in the answer.
+    (`<StreamableHttpTransport(url='http://…/mcp')>`), or `None` where it cannot tell which
+    (several `ProxyProvider`s, or one added with a namespace); `method` is the MCP method
+    (`"tools/call"`, `"resources/read"`, `"prompts/get"`, `"tools/list"`, ...); `name` the
+    tool's or prompt's name, or the resource's URI, as the client asked for it (`None` for a
+    listing). The message holds the upstream's own text, for the log: the client never sees it
+    unless a handler puts it in the answer.
     """
 
     def __init__(self, message: str, *, server: str | None, method: str, name: str | None) -> None:

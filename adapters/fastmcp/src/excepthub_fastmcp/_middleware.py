@@ -259,7 +259,8 @@ class ExcepthubMiddleware(Middleware):
         if upstream is None and (pending := upstream_failure(error, context)) is not None:
             upstream = await pending
         if upstream is not None:  # a proxy's upstream failed: masked, and logged by excepthub
-            raised = upstream if error is raised else raised  # FastMCP's wrapper, if it put one
+            if error is raised:  # no FastMCP wrapper around it: the upstream error stands in
+                raised = upstream
             error = upstream
         masking = upstream is not None or (
             error is raised and not _answered_without_its_text(error, context)
