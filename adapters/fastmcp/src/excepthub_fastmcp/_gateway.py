@@ -24,7 +24,7 @@ from fastmcp.server.middleware import MiddlewareContext
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.exceptions import get_http_status_code, is_request_error
 from mcp import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 
 try:  # proxies are optional to this adapter: without the module, nothing is upstream
     from fastmcp.server.providers import proxy as _proxy
@@ -212,6 +212,20 @@ async def _from_exception(error: Exception, context: MiddlewareContext[Any]) -> 
         )
     upstream.__cause__ = error  # the upstream's own traceback, for the log
     return upstream
+
+
+# FastMCP's words for an upstream it cannot reach ("Client failed to connect: <the failure>"),
+# less the failure's text: a client can still tell a dead upstream from a fault of the proxy.
+_UNREACHABLE: Final = "Client failed to connect"
+
+
+def masked_request_error(error: Exception) -> MCPError | None:
+    """What a request other than a call (`tools/list`, ...) answers for an upstream failure no
+    handler answered: FastMCP's own error for an unreachable upstream, without its text; `None`
+    for the generic masked error."""
+    if isinstance(error, UpstreamUnavailable):
+        return MCPError(INTERNAL_ERROR, _UNREACHABLE)
+    return None
 
 
 async def upstream_tool_error(

@@ -47,7 +47,13 @@ from referencing import Registry
 
 from excepthub import Defaults, ExceptionMiddleware, Outcome, OutcomeKind, reraise
 
-from ._gateway import UpstreamError, raised_upstream, upstream_failure, upstream_tool_error
+from ._gateway import (
+    UpstreamError,
+    masked_request_error,
+    raised_upstream,
+    upstream_failure,
+    upstream_tool_error,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -306,11 +312,11 @@ class ExcepthubMiddleware(Middleware):
                 return error  # goes on as without excepthub
             if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
                 return escaped  # a handler answers with FastMCP's own error, on purpose
-            return _masked_mcp_error()
+            return masked_request_error(error) or _masked_mcp_error()
         value = outcome.value
         if isinstance(value, MCPErrorReply | Denial):
             return value.to_mcp_error()
-        return _masked_mcp_error()
+        return masked_request_error(error) or _masked_mcp_error()
 
 
 def _values(context: MiddlewareContext[Any]) -> dict[str, Any]:
