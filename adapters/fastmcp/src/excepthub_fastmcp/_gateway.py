@@ -130,8 +130,8 @@ _PROXY_TOOL: Final[type[Any] | None] = getattr(_proxy_module, "ProxyTool", None)
 _PROXY_SERVER: Final[type[Any] | None] = getattr(_proxy_module, "FastMCPProxy", None)
 _PROXY_PROVIDER: Final[type[Any] | None] = getattr(_proxy_module, "ProxyProvider", None)
 
-# How a dead connection shows: FastMCP's own list where it has one (it normalizes the same
-# failures into an `MCPError`), else the stdlib's and anyio's.
+# How a dead connection shows: the stdlib's and anyio's errors, and FastMCP's own list where it
+# has one (the failures it normalizes into an `MCPError`).
 _TRANSPORT_FAILURES: Final[tuple[type[BaseException], ...]] = (
     TimeoutError,
     OSError,
@@ -180,7 +180,8 @@ def upstream_failure(
     error: Exception, context: MiddlewareContext[Any]
 ) -> Coroutine[Any, Any, UpstreamError] | None:
     """The `UpstreamError` for `error` when a proxy relayed it from its upstream, else `None`
-    (at once: the error path of a server that proxies nothing pays one `isinstance`)."""
+    at once (an `isinstance`; a walk of the traceback for an `MCPError` or a connection
+    failure)."""
     if not raised_upstream(error):
         return None
     return _from_exception(error, context)
