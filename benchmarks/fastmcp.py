@@ -32,6 +32,7 @@ from typing import Any
 
 from fastmcp import Client, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.server import create_proxy
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.server.middleware.error_handling import ErrorHandlingMiddleware
 from fastmcp.tools import ToolResult
@@ -200,6 +201,7 @@ def cases() -> list[Case]:
         direct(side_effect, "upstream_down", _MASKED, against="hand-written"),
         direct(fallback, "rate_limited", _CACHED, against="hand-written"),
         *_over_client(servers),
+        *_gateway(registry),
     ]
 
 
@@ -251,6 +253,32 @@ def _over_client(servers: dict[str, FastMCP]) -> list[Case]:
         # both sides answer the same isError result, which costs the session more than the
         # baseline's MCP error (stamped, serialized and parsed as a result): excepthub's own cost
         case(side_effect, "upstream_down", {"baseline": _MASKED, "ours": _MASKED}, "hand-written"),
+    ]
+
+
+def _gateway(registry: excepthub.ExceptionMiddleware) -> list[Case]:
+    """A proxy relaying a successful upstream result, with and without excepthub: what the
+    adapter adds to every relayed call is one look at the result's `is_error`. The upstream is
+    an in-memory FastMCP server (each relayed call opens its own session to it, as a proxy does)."""
+    backend = _server("backend", [])
+    proxies = {
+        "baseline": create_proxy(backend, name="plain proxy"),
+        "ours": create_proxy(
+            backend, name="excepthub proxy", middleware=[excepthub_fastmcp.middleware(registry)]
+        ),
+    }
+    works = {side: called(proxy, "forecast") for side, proxy in proxies.items()}
+    return [
+        Case(
+            GROUP,
+            "gateway: upstream success relayed (call_tool on a proxy)",
+            "plain proxy",
+            works["baseline"],
+            works["ours"],
+            batch=10,
+            setup=_answers(works, {"baseline": _OK, "ours": _OK}),
+            target=1.0,
+        )
     ]
 
 

@@ -23,12 +23,19 @@ mcp = FastMCP("demo", middleware=[excepthub_fastmcp.middleware(exc)])
 
 Handlers see the exception the tool raised (not FastMCP's `ToolError` wrapper); a fallback
 value becomes the tool's result, converted by its output schema; a handled or unhandled error
-becomes an `isError` result that carries no exception detail. See the FastMCP page of the
-documentation.
+becomes an `isError` result that carries no exception detail. On a proxy (`create_proxy`), the
+upstream's failures reach the handlers as `UpstreamToolError`, `UpstreamProtocolError` and
+`UpstreamUnavailable`. See the FastMCP page of the documentation.
 """
 
 from importlib.metadata import version as _version
 
+from ._gateway import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamToolError,
+    UpstreamUnavailable,
+)
 from ._middleware import (
     DEFAULTS,
     Denial,
@@ -51,6 +58,10 @@ __all__ = [
     "ExcepthubMiddleware",
     "Guided",
     "MCPErrorReply",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamToolError",
+    "UpstreamUnavailable",
     "deny",
     "guide",
     "mcp_error",

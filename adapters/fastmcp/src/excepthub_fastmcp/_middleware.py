@@ -47,6 +47,14 @@ from referencing import Registry
 
 from excepthub import Defaults, ExceptionMiddleware, Outcome, OutcomeKind, reraise
 
+from ._gateway import (
+    UpstreamError,
+    masked_request_error,
+    raised_upstream,
+    upstream_failure,
+    upstream_tool_error,
+)
+
 __all__ = [
     "DEFAULTS",
     "Denial",
@@ -239,6 +247,10 @@ class ExcepthubMiddleware(Middleware):
         except BaseException:  # cancelled: FastMCP's records stand
             _release(held)
             raise
+        if answers is _TOOLS and getattr(result, "is_error", False) is True:
+            upstream = await upstream_tool_error(result, context)  # a proxied tool's isError
+            if upstream is not None:
+                return await self._recover(upstream, context, answers, held, upstream)
         _release(held)  # an inner middleware settled an error FastMCP had logged: its log stands
         return result
 
@@ -248,9 +260,18 @@ class ExcepthubMiddleware(Middleware):
         context: MiddlewareContext[Any],
         answers: _Answers,
         held: list[logging.LogRecord],
+        upstream: UpstreamError | None = None,
     ) -> Any:
         error = unwrap(raised)
-        masking = error is raised and not _answered_without_its_text(error, context)
+        if upstream is None and (pending := upstream_failure(error, context)) is not None:
+            upstream = await pending
+        if upstream is not None:  # a proxy's upstream failed: masked, and logged by excepthub
+            if error is raised:  # no FastMCP wrapper around it: the upstream error stands in
+                raised = upstream
+            error = upstream
+        masking = upstream is not None or (
+            error is raised and not _answered_without_its_text(error, context)
+        )
         defaults = _MASKING if masking else DEFAULTS
         convert = partial(_convert, answers, context=context, raised=raised)
         try:
@@ -266,6 +287,8 @@ class ExcepthubMiddleware(Middleware):
                 _raise(answers.masked(raised, error, context))
             if masking:  # it would reach the client with its text
                 self._settle(held, "unhandled")
+                if upstream is not None:  # the component failed, as FastMCP says it masked
+                    _raise(answers.masked(raised, error, context))
                 raise _masked_mcp_error() from None
             _release(held)  # excepthub stood aside: FastMCP's own log is the one
             if error is raised:  # the MCP server answers it, or an in-process caller gets it
@@ -279,7 +302,9 @@ class ExcepthubMiddleware(Middleware):
             _release(held)
 
     async def _request_failed(self, error: Exception, context: MiddlewareContext[Any]) -> Exception:
-        masking = not _answered_without_its_text(error, context)
+        if (pending := upstream_failure(error, context)) is not None:  # a proxy's listing
+            error = await pending
+        masking = isinstance(error, UpstreamError) or not _answered_without_its_text(error, context)
         defaults = _MASKING if masking else DEFAULTS
         try:
             outcome = await self.registry.handle(error, defaults=defaults, **_values(context))
@@ -288,11 +313,11 @@ class ExcepthubMiddleware(Middleware):
                 return error  # goes on as without excepthub
             if escaped is not error and isinstance(escaped, _FASTMCP_ANSWERS):
                 return escaped  # a handler answers with FastMCP's own error, on purpose
-            return _masked_mcp_error()
+            return masked_request_error(error) or _masked_mcp_error()
         value = outcome.value
         if isinstance(value, MCPErrorReply | Denial):
             return value.to_mcp_error()
-        return _masked_mcp_error()
+        return masked_request_error(error) or _masked_mcp_error()
 
 
 def _values(context: MiddlewareContext[Any]) -> dict[str, Any]:
@@ -381,6 +406,8 @@ def _may_report(registry: ExceptionMiddleware, error: BaseException | None) -> b
     if not isinstance(error, Exception) or isinstance(error, BaseExceptionGroup):
         return True
     error = unwrap(error)
+    if raised_upstream(error):  # a proxy's upstream failure: excepthub logs it, in every case
+        return True
     if registry.retry is not None and registry.retry.is_transient(error):
         return True
     resolution = registry.resolve(type(error), defaults=DEFAULTS)
