@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -50,8 +51,12 @@ class HandlerOverrides:
         ]
         if not slots:
             raise LookupError(_not_registered(registry, target))
-        for publish, key in slots:
-            registry.add_handler(key, publish=publish)(replacement)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for publish, key in slots:
+                registry.add_handler(key, publish=publish)(replacement)
+        for warning in caught:  # pointed at the test's `overrides[...] = ...` line
+            warnings.warn(warning.message, stacklevel=2)
 
     def dependency(self, original: Callable[..., Any], replacement: Callable[..., Any]) -> None:
         """Replace a dependency (`Depends(original)`) through the registry's `provider` until
