@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 from .._registry import ExceptionMiddleware
 
 __all__ = ["exception_classes", "exception_groups", "exception_hierarchies", "exceptions"]
+
+Shape = int | tuple[int, list["Shape"]]  # a group's shape: a leaf's index, or (index, children)
 
 _names = itertools.count()  # runtime classes get distinct names, which makes failures readable
 
@@ -41,18 +44,7 @@ def exception_hierarchies(
             f"max_bases={max_bases}, min_size={min_size}, max_size={max_size}"
         )
 
-    @st.composite
-    def build(draw: st.DrawFn) -> list[type[BaseException]]:
-        made: list[type[BaseException]] = []
-        for _ in range(draw(st.integers(min_size, max_size))):
-            choices = [*pool, *made]
-            bases = draw(
-                st.lists(st.sampled_from(choices), min_size=1, max_size=max_bases, unique=True)
-            )
-            made.append(_subclass(bases))
-        return made
-
-    return build()
+    return _hierarchy(tuple(pool), min_size, max_size, max_bases)
 
 
 def exception_classes(
@@ -75,11 +67,7 @@ def exception_classes(
     if not subclasses:
         return known
 
-    @st.composite
-    def made(draw: st.DrawFn) -> type[BaseException]:
-        return draw(st.sampled_from(draw(exception_hierarchies(pool, max_size=4))))
-
-    return st.one_of(known, made())
+    return st.one_of(known, _one_made(tuple(pool)))
 
 
 def exceptions(
@@ -117,7 +105,8 @@ def exception_groups(
     subclasses: bool = True,
     max_leaves: int = 8,
 ) -> st.SearchStrategy[BaseExceptionGroup[BaseException]]:
-    """Nested exception groups whose leaves come from `exception_classes(...)`: one to
+    """Nested exception groups of the registry's classes and the `classes` given (and, with
+    `subclasses=True`, runtime subclasses of them, shared by the leaves of one group): up to
     `max_leaves` leaves, groups inside groups, every leaf a new object. A group holding a
     `BaseException` that is not an `Exception` is a `BaseExceptionGroup`; where the registry
     has keys that are group classes, those classes (and subclasses) make groups too.
@@ -127,20 +116,77 @@ def exception_groups(
         raise ValueError(f"exception_groups(): max_leaves must be >= 1, got {max_leaves}")
     leaf_classes = [c for c in pool if not issubclass(c, BaseExceptionGroup)] or [Exception]
     group_classes = [c for c in pool if issubclass(c, ExceptionGroup)]
-    leaf = exception_classes(classes=leaf_classes, subclasses=subclasses).map(_instance)
-    kinds: st.SearchStrategy[type[BaseExceptionGroup[Any]]] = st.sampled_from(
-        [BaseExceptionGroup, *group_classes]
-    )
-    if group_classes and subclasses:
-        kinds = st.one_of(kinds, exception_classes(classes=group_classes).map(_group_class))
-    tree = st.recursive(
-        leaf,
-        lambda children: st.tuples(kinds, st.lists(children, min_size=1, max_size=4)).map(
-            lambda pair: _group(*pair)
-        ),
+
+    return _groups(tuple(leaf_classes), tuple(group_classes), subclasses, _shape(max_leaves))
+
+
+# module-level composites: defining one costs a `compile`, too much to do for every draw
+
+
+@st.composite
+def _hierarchy(
+    draw: st.DrawFn,
+    pool: tuple[type[BaseException], ...],
+    min_size: int,
+    max_size: int,
+    max_bases: int,
+) -> list[type[BaseException]]:
+    made: list[type[BaseException]] = []
+    for _ in range(draw(st.integers(min_size, max_size))):
+        choices = [*pool, *made]
+        picks = st.integers(0, len(choices) - 1)
+        bases = draw(st.lists(picks, min_size=1, max_size=max_bases, unique=True))
+        made.append(_subclass([choices[at] for at in bases]))
+    return made
+
+
+@st.composite
+def _one_made(draw: st.DrawFn, pool: tuple[type[BaseException], ...]) -> type[BaseException]:
+    made = draw(_hierarchy(pool, 1, 4, 3))
+    return made[draw(st.integers(0, len(made) - 1))]
+
+
+@st.composite
+def _groups(
+    draw: st.DrawFn,
+    leaf_classes: tuple[type[BaseException], ...],
+    group_classes: tuple[type[BaseException], ...],
+    subclasses: bool,
+    shape: st.SearchStrategy[Shape],
+) -> BaseExceptionGroup[Any]:
+    # one set of runtime subclasses per group, shared by its leaves (cheaper, and several
+    # leaves of one new class exercise the memo)
+    leaves = list(leaf_classes)
+    kinds: list[type[BaseException]] = [BaseExceptionGroup, *group_classes]
+    if subclasses:
+        leaves += draw(_hierarchy(leaf_classes, 0, 3, 3))
+        if group_classes:
+            kinds += draw(_hierarchy(group_classes, 0, 2, 2))
+    group = _build(draw(shape), leaves, kinds)
+    assert isinstance(group, BaseExceptionGroup)
+    return group
+
+
+@functools.cache
+def _shape(max_leaves: int) -> st.SearchStrategy[Shape]:
+    """Where each leaf and group goes, as indices into the classes drawn: built once."""
+    index = st.integers(0, 255)
+    node: st.SearchStrategy[Shape] = st.recursive(
+        index,
+        lambda kids: st.tuples(index, st.lists(kids, min_size=1, max_size=4)),
         max_leaves=max_leaves,
     )
-    return st.tuples(kinds, st.lists(tree, min_size=1, max_size=4)).map(lambda pair: _group(*pair))
+    return st.tuples(index, st.lists(node, min_size=1, max_size=4))
+
+
+def _build(
+    shape: Shape, leaves: list[type[BaseException]], kinds: list[type[BaseException]]
+) -> BaseException:
+    if isinstance(shape, int):
+        return _instance(leaves[shape % len(leaves)])
+    at, children = shape
+    cls = _group_class(kinds[at % len(kinds)])
+    return _group(cls, [_build(child, leaves, kinds) for child in children])
 
 
 def _instance(cls: type[BaseException]) -> BaseException:
