@@ -40,8 +40,8 @@ class Received:
 
     @property
     def is_error(self) -> bool:
-        """A protocol error, or a tool result with `isError` set."""
-        return self.error is not None or bool(getattr(self.result, "isError", False))
+        """A protocol error, or a tool result with `isError` (`is_error`) set."""
+        return self.error is not None or bool(getattr(self.result, "is_error", False))
 
     @property
     def wire(self) -> str:
