@@ -248,13 +248,14 @@ def test_the_fixtures_undo_their_work_when_the_test_ends(pytester: pytest.Pytest
 
 def test_the_plugin_is_registered_with_pytest() -> None:
     plugins = importlib.metadata.entry_points(group="pytest11")
-    assert any(p.value == "excepthub.testing.pytest_plugin" for p in plugins)
+    assert any(p.value == "_excepthub_pytestplugin" for p in plugins)
 
 
 def test_the_plugin_imports_no_framework_and_no_hypothesis() -> None:
-    heavy = ["hypothesis", "fastapi", "starlette", "faststream", "fastmcp", "mcp", "httpx"]
+    heavy = ["excepthub", "fast_depends", "pydantic", "hypothesis", "fastapi", "starlette"]
+    heavy += ["faststream", "fastmcp", "mcp", "httpx"]
     code = (
-        "import sys; import excepthub.testing.pytest_plugin; "
+        "import sys; import _excepthub_pytestplugin; "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,8 +13,8 @@ from excepthub.testing import coverage, exceptions, overriding, recording, refer
 - `coverage`: the exception classes of a package no handler takes, and the handlers that never
   run.
 
-The pytest plugin (installed with excepthub) adds the fixtures `excepthub_recording` and
-`excepthub_overrides`.
+The pytest plugin installed with excepthub (module `_excepthub_pytestplugin`) adds the
+fixtures `excepthub_recording` and `excepthub_overrides`.
 """
 
 from typing import TYPE_CHECKING, Any
