@@ -84,6 +84,22 @@ async def test_an_unhandled_error_gives_no_reply_and_says_why() -> None:
     assert SECRET not in received
 
 
+async def test_a_test_broker_is_recorded_with_the_task_scope() -> None:
+    exc = registry()
+
+    with recording(exc) as events:
+        async with TestRedisBroker(broker_for(exc, "pay")) as br:
+            await request(br, "masked", "pay", correlation_id="c-7")
+
+    event = events.only
+    assert (type(event.error), event.outcome, event.framework) == (
+        Masked,
+        "published",
+        "faststream",
+    )
+    assert event.correlation_id == "c-7"
+
+
 def test_a_secret_in_a_header_is_found() -> None:
     received = Received(b"{}", {"x-debug": SECRET})
 
