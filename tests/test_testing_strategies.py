@@ -3,6 +3,8 @@ inheritance and diamonds, nested groups), and the reference resolver is the plai
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -264,3 +266,23 @@ def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for child in error.exceptions for leaf in _leaves(child)]
     return [error]
+
+
+def test_without_hypothesis_the_rest_works_and_the_strategies_say_what_to_install() -> None:
+    code = """
+import sys
+sys.modules["hypothesis"] = None  # as if it were not installed
+import anyio
+from excepthub import ExceptionMiddleware
+from excepthub.testing import recording
+exc = ExceptionMiddleware(handlers={KeyError: print}, logger=None, inline=True)
+with recording(exc) as events:
+    anyio.run(exc.handle, KeyError("k"))
+assert events.only.outcome == "handled"
+try:
+    from excepthub.testing import exceptions
+except ImportError as error:
+    print(error)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "needs hypothesis: pip install 'excepthub[testing]'" in out.stdout
