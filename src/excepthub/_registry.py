@@ -422,12 +422,8 @@ class ExceptionMiddleware:
         """Put back the registrations of a `_snapshot`; its memos belong to its own state."""
         with self._lock:
             user, compiled, state, warned = typing.cast(tuple[Any, Any, _State, set[Any]], snapshot)
-            self._user, self._compiled, self._state, self._warned = (
-                user,
-                compiled,
-                state,
-                set(warned),
-            )
+            self._user, self._compiled, self._state = user, compiled, state
+            self._warned = set(warned)
 
     def shadowed(self, *, defaults: Defaults | None = None) -> list[tuple[Resolution, Resolution]]:
         """Every side-effect handler that never runs for the direct instances of its class,

@@ -54,7 +54,7 @@ def coverage(
     ```python
     def test_every_shop_error_has_a_handler():
         report = coverage(exc, "shop", ignore=[Exception])
-        assert report.unhandled == () and report.shadowed == ()
+        assert report.unhandled == () and report.shadowed == ()  # or: assert report.complete
     ```
     """
     if not isinstance(registry, ExceptionMiddleware):
