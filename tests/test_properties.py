@@ -1,12 +1,15 @@
 """Rules that hold for every class hierarchy, every handler map and every group shape.
 
-The registry is checked against a plain reference model: an uncached MRO walk, the fallback
-map first. Hierarchies are built with `type()`, multiple inheritance and diamonds included.
+The registry is checked against the plain reference model users get too,
+`excepthub.testing.reference_resolve` (an uncached MRO walk, the fallback map first), over
+hierarchies and nested groups drawn by the public strategies of `excepthub.testing`: classes
+made with `type()`, multiple inheritance and diamonds included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from excepthub import ExceptionMiddleware, Outcome, Resolution
+from excepthub.testing import exception_groups, exception_hierarchies, reference_resolve
 
 # arbitrary maps shadow handlers and register value-returning side-effect handlers on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::excepthub.ExcepthubWarning")
@@ -72,47 +76,33 @@ class World:
             exc.add_handler(key, publish=publish)(self.handler((publish, key)))
         return exc
 
-    def reference(self, cls: type[BaseException]) -> Entry | None:
-        """The uncached rule: the nearest fallback key in the MRO, else the nearest other key."""
-        if not issubclass(cls, Exception):
-            return None
-        group_only = issubclass(cls, BaseExceptionGroup)
-        mro = [k for k in cls.__mro__ if not group_only or issubclass(k, BaseExceptionGroup)]
-        keys = set(self.entries)
-        for publish in (True, False):
-            for klass in mro:
-                if (publish, klass) in keys:
-                    return (publish, klass)
-        return None
+    def reference(self, cls: type[BaseException], exc: ExceptionMiddleware) -> Entry | None:
+        """The slot the uncached rule picks for `cls`, over the maps `exc` holds."""
+        found = reference_resolve(exc, cls)
+        return None if found is None else (found.publish, found.key)
 
-    def resolution(self, cls: type[BaseException]) -> Resolution | None:
+    def resolution(self, cls: type[BaseException], exc: ExceptionMiddleware) -> Resolution | None:
         """What `resolve` should answer, per the reference model."""
-        expected = self.reference(cls)
+        expected = self.reference(cls, exc)
         if expected is None:
             return None
         return Resolution(self.handler(expected), expected[0], expected[1])
 
+    def maps(self) -> tuple[dict[type, Any], dict[type, Any]]:
+        """`(publish_handlers, handlers)` as the entries say: the last entry of a slot counts."""
+        return (
+            {key: self.handler((p, key)) for p, key in self.entries if p},
+            {key: self.handler((p, key)) for p, key in self.entries if not p},
+        )
 
-def build_class(name: str, bases: list[type[Exception]]) -> type[Exception]:
-    try:
-        return type(name, tuple(bases), {})
-    except TypeError:  # no consistent MRO (or a layout conflict): keep the first base alone
-        return type(name, (bases[0],), {})
 
-
-@st.composite
-def hierarchies(draw: st.DrawFn) -> list[type[Exception]]:
-    classes: list[type[Exception]] = []
-    for i in range(draw(st.integers(1, 7))):
-        pool = [*ROOTS, *classes]
-        picks = draw(st.lists(st.integers(0, len(pool) - 1), min_size=1, max_size=3, unique=True))
-        classes.append(build_class(f"Generated{i}", [pool[k] for k in picks]))
-    return classes
+def hierarchies() -> st.SearchStrategy[list[type[BaseException]]]:
+    return exception_hierarchies(ROOTS, max_size=7)
 
 
 @st.composite
 def worlds(draw: st.DrawFn, group_keys: bool = False) -> World:
-    classes = draw(hierarchies())
+    classes = typing.cast(list[type[Exception]], draw(hierarchies()))
     pool: list[type[Exception]] = [*ROOTS, *classes]
     if group_keys:
         pool.append(ExceptionGroup)
@@ -143,8 +133,9 @@ async def outcome_of(exc: ExceptionMiddleware, error: BaseException) -> Outcome 
 def test_resolve_agrees_with_the_reference_model(world: World, split: int) -> None:
     exc = world.registry(in_constructor=split)
 
+    assert (dict(exc.publish_handlers), dict(exc.handlers)) == world.maps()
     for cls in [*world.classes, *ROOTS, Stop]:
-        assert exc.resolve(cls) == world.resolution(cls)
+        assert exc.resolve(cls) == world.resolution(cls, exc)
 
 
 @pytest.mark.anyio
@@ -155,7 +146,7 @@ async def test_handle_agrees_with_the_reference_model(world: World) -> None:
 
     for cls in world.classes:
         error = cls()
-        expected = world.reference(cls)
+        expected = world.reference(cls, exc)
         result = await outcome_of(exc, error)
         if expected is None:
             assert result is error
@@ -195,36 +186,26 @@ def test_registering_after_a_lookup_changes_the_next_answer(
     exc.add_handler(key, publish=publish)(world.handler((publish, key)))
     world.entries.append((publish, key))
 
+    assert (dict(exc.publish_handlers), dict(exc.handlers)) == world.maps()
     for cls in world.classes:
-        assert exc.resolve(cls) == world.resolution(cls)
+        assert exc.resolve(cls) == world.resolution(cls, exc)
 
 
 # -- group trees ------------------------------------------------------------------------------
 
-Tree = int | str | list["Tree"]  # an index into the hierarchy, "stop" for a BaseException leaf
+
+@st.composite
+def groups(draw: st.DrawFn) -> tuple[World, BaseExceptionGroup[Any]]:
+    """A world with a key on `ExceptionGroup`, and a nested group of fresh leaves: its classes,
+    runtime subclasses of them and of `ExceptionGroup`, and BaseException-only leaves (`Stop`)."""
+    world = draw(worlds(group_keys=True))
+    classes = [*ROOTS, *world.classes, ExceptionGroup, Stop]
+    return world, draw(exception_groups(classes=classes, max_leaves=8))
 
 
-def trees(max_leaves: int = 8) -> st.SearchStrategy[list[Tree]]:
-    leaf: st.SearchStrategy[Tree] = st.one_of(st.integers(0, 6), st.just("stop"))
-    nested = st.recursive(
-        leaf, lambda kids: st.lists(kids, min_size=1, max_size=4), max_leaves=max_leaves
-    )
-    return st.lists(nested, min_size=1, max_size=4)
-
-
-def build_group(tree: list[Tree], classes: list[type[Exception]]) -> BaseExceptionGroup[Any]:
-    """A fresh group for the tree: every leaf a new object (`BaseExceptionGroup` becomes an
-    `ExceptionGroup` by itself when it holds no BaseException-only leaf)."""
-
-    def node(item: Tree, path: str) -> BaseException:
-        if isinstance(item, list):
-            return BaseExceptionGroup(path, [node(x, f"{path}.{i}") for i, x in enumerate(item)])
-        if item == "stop":
-            return Stop(path)
-        assert isinstance(item, int)
-        return classes[item % len(classes)](path)
-
-    return BaseExceptionGroup("root", [node(x, f"root.{i}") for i, x in enumerate(tree)])
+def cancellations(error: BaseException) -> list[BaseException]:
+    """The leaves that are BaseExceptions and not Exceptions, like a cancellation."""
+    return [leaf for leaf in leaves(error) if not isinstance(leaf, Exception)]
 
 
 def leaves(error: BaseException) -> Iterator[BaseException]:
@@ -241,17 +222,21 @@ def shape(error: BaseException) -> object:
     return id(error)
 
 
-def group_handler(world: World, group: BaseExceptionGroup[Any]) -> Entry | None:
+def group_handler(
+    world: World, exc: ExceptionMiddleware, group: BaseExceptionGroup[Any]
+) -> Entry | None:
     """The group-class handler that takes the whole group, if any (reference model)."""
-    return world.reference(type(group)) if isinstance(group, Exception) else None
+    return world.reference(type(group), exc) if isinstance(group, Exception) else None
 
 
 @pytest.mark.anyio
 @SETTINGS
-@given(world=worlds(group_keys=True), tree=trees())
-async def test_every_leaf_is_handled_once_or_reraised_once(world: World, tree: list[Tree]) -> None:
+@given(drawn=groups())
+async def test_every_leaf_is_handled_once_or_reraised_once(
+    drawn: tuple[World, BaseExceptionGroup[Any]],
+) -> None:
+    world, group = drawn
     exc = world.registry()
-    group = build_group(tree, world.classes)
 
     result = await outcome_of(exc, group)
 
@@ -267,10 +252,12 @@ async def test_every_leaf_is_handled_once_or_reraised_once(world: World, tree: l
 
 @pytest.mark.anyio
 @SETTINGS
-@given(world=worlds(group_keys=True), tree=trees())
-async def test_reraised_group_has_the_shape_of_split(world: World, tree: list[Tree]) -> None:
+@given(drawn=groups())
+async def test_reraised_group_has_the_shape_of_split(
+    drawn: tuple[World, BaseExceptionGroup[Any]],
+) -> None:
+    world, group = drawn
     exc = world.registry()
-    group = build_group(tree, world.classes)
 
     result = await outcome_of(exc, group)
 
@@ -289,11 +276,13 @@ async def test_reraised_group_has_the_shape_of_split(world: World, tree: list[Tr
 
 @pytest.mark.anyio
 @SETTINGS
-@given(world=worlds(group_keys=True), tree=trees())
-async def test_cancellation_leaves_are_never_swallowed(world: World, tree: list[Tree]) -> None:
+@given(drawn=groups())
+async def test_cancellation_leaves_are_never_swallowed(
+    drawn: tuple[World, BaseExceptionGroup[Any]],
+) -> None:
+    world, group = drawn
     exc = world.registry()
-    group = build_group(tree, world.classes)
-    stops = [leaf for leaf in leaves(group) if isinstance(leaf, Stop)]
+    stops = cancellations(group)
 
     result = await outcome_of(exc, group)
 
@@ -305,24 +294,24 @@ async def test_cancellation_leaves_are_never_swallowed(world: World, tree: list[
 
 @pytest.mark.anyio
 @SETTINGS
-@given(world=worlds(group_keys=True), tree=trees())
+@given(drawn=groups())
 async def test_group_outcome_agrees_with_the_reference_model(
-    world: World, tree: list[Tree]
+    drawn: tuple[World, BaseExceptionGroup[Any]],
 ) -> None:
+    world, group = drawn
     exc = world.registry()
-    group = build_group(tree, world.classes)
     all_leaves = list(leaves(group))
 
     result = await outcome_of(exc, group)
 
-    whole = group_handler(world, group)
+    whole = group_handler(world, exc, group)
     if whole is not None:
         assert isinstance(result, Outcome)
         assert (result.published, result.error) == (whole[0], group)
         return
     if len(all_leaves) == 1:
         return  # the one-leaf rule has its own test
-    routes = [world.reference(type(leaf)) for leaf in all_leaves]
+    routes = [world.reference(type(leaf), exc) for leaf in all_leaves]
     publishing = [r for r in routes if r is not None and r[0]]
     taken = [r for r in routes if r is not None]
     if not taken:

@@ -65,6 +65,13 @@ class Observer:
         with self._lock:
             self.hooks = (*self.hooks, hook)
 
+    def remove_hook(self, hook: ErrorHook) -> None:
+        """Take back one `add_hook` of `hook` (the last); nothing if it is not there."""
+        with self._lock:
+            at = next((i for i in reversed(range(len(self.hooks))) if self.hooks[i] is hook), None)
+            if at is not None:
+                self.hooks = (*self.hooks[:at], *self.hooks[at + 1 :])
+
     def stats(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
         for (name, kind), counter in list(self._stats.items()):

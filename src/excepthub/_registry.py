@@ -413,6 +413,18 @@ class ExceptionMiddleware:
                 stacklevel=3,  # the user's `add_handler` or constructor call
             )
 
+    def _snapshot(self) -> object:
+        """Every registration, opaque, for `_restore` (test overrides put them back)."""
+        with self._lock:  # the maps are replaced, never changed in place: references suffice
+            return (self._user, self._compiled, self._state, set(self._warned))
+
+    def _restore(self, snapshot: object) -> None:
+        """Put back the registrations of a `_snapshot`; its memos belong to its own state."""
+        with self._lock:
+            user, compiled, state, warned = typing.cast(tuple[Any, Any, _State, set[Any]], snapshot)
+            self._user, self._compiled, self._state = user, compiled, state
+            self._warned = set(warned)
+
     def shadowed(self, *, defaults: Defaults | None = None) -> list[tuple[Resolution, Resolution]]:
         """Every side-effect handler that never runs for the direct instances of its class,
         with the fallback handler that takes them first: `[(hidden, by), ...]`.
