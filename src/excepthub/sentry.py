@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Final
 
 import sentry_sdk
+from sentry_sdk.integrations.dedupe import DedupeIntegration
 from sentry_sdk.scope import add_global_event_processor
 
 from ._observe import _class_name, _handler_name
@@ -59,6 +60,8 @@ class SentryHook:
         tags = _tags(event)
         if outcome in _FAILURES or self._capture_handled:
             error = _propagating(event.error) if outcome == "failed" else event.error
+            # excepthub's own record of it came first, and Sentry's dedupe saw it: forget it
+            DedupeIntegration.reset_last_seen()
             sentry_sdk.capture_exception(error, tags=tags, level=_LEVELS[outcome])
             _mark(error)
             return
