@@ -3,10 +3,14 @@ log exporters, and sentry-sdk with a transport that keeps its events."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sentry_sdk
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -75,6 +79,31 @@ class Captured(Transport):
         event = envelope.get_event()
         if event is not None:
             self.events.append(dict(event))
+
+
+# Sentry's framework integrations patch Starlette's and the MCP server's classes for the rest of
+# the process: the tests that enable them run in a pytest process of their own.
+IN_CHILD: bool = os.environ.get("EXCEPTHUB_SENTRY_CHILD") == "1"
+only_in_child = pytest.mark.skipif(
+    not IN_CHILD, reason="runs in a process of its own: see test_sentry_*_in_a_process_of_its_own"
+)
+
+
+def run_in_child(test_file: str, selection: str) -> None:
+    """Run the tests of `test_file` that `selection` (`-k`) picks in a new pytest process, with
+    Sentry's integrations free to patch what they patch; fail with its report if one fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", test_file, "-k", selection],
+        env={**os.environ, "EXCEPTHUB_SENTRY_CHILD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = done.stdout[-6000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    assert " passed" in done.stdout, report
+    assert " skipped" not in done.stdout, report
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import excepthub_fastapi
 from excepthub import ExceptionMiddleware
 
 from ._servers import uvicorn_on_loopback
-from ._telemetry import InMemory, exception_types, sentry
+from ._telemetry import InMemory, exception_types, only_in_child, run_in_child, sentry
 
 pytestmark = [
     pytest.mark.anyio,
@@ -209,6 +209,7 @@ async def fails(error: Boom) -> None:
     raise RuntimeError("the alerting service is down")
 
 
+@only_in_child
 @pytest.mark.parametrize(
     ("handlers", "events"),
     [
@@ -232,9 +233,16 @@ async def test_sentry_captures_a_failure_once_alongside_its_fastapi_integration(
         assert event["tags"]["correlation_id"]
 
 
+@only_in_child
 async def test_without_excepthub_sentrys_fastapi_integration_captures_it_once_too(
     otel: InMemory,
 ) -> None:
     with sentry() as captured:
         await get(build(otel, []))
     assert [exception_types(e) for e in captured.events] == [["Boom"]]
+
+
+def test_sentry_with_its_fastapi_integrations_in_a_process_of_its_own() -> None:
+    """Sentry's FastAPI and Starlette integrations patch Starlette's classes for the rest of
+    the process: the Sentry tests above run in a pytest process of their own."""
+    run_in_child(__file__, "sentry_captures or without_excepthub_sentry")

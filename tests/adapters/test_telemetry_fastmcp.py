@@ -28,7 +28,7 @@ import excepthub_fastmcp
 from excepthub import ExceptionMiddleware
 
 from ._servers import uvicorn_on_loopback
-from ._telemetry import InMemory, exception_types, sentry
+from ._telemetry import InMemory, exception_types, only_in_child, run_in_child, sentry
 
 pytestmark = pytest.mark.anyio
 
@@ -198,6 +198,7 @@ async def test_the_otel_hook_puts_its_event_on_fastmcps_server_span(
     assert dict(count.attributes or {})["excepthub.framework"] == "fastmcp"
 
 
+@only_in_child
 @pytest.mark.parametrize(
     ("handlers", "expected"),
     [
@@ -218,3 +219,9 @@ async def test_sentry_captures_a_failure_once_alongside_its_mcp_integration(
     )
     for event in captured.events:
         assert event["tags"]["excepthub.framework"] == "fastmcp"
+
+
+def test_sentry_with_its_fastmcp_integrations_in_a_process_of_its_own() -> None:
+    """Sentry's MCP integration patches classes for the rest of the process: the Sentry
+    tests above run in a pytest process of their own."""
+    run_in_child(__file__, "sentry_captures")

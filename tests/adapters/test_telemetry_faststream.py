@@ -27,7 +27,7 @@ import excepthub.otel
 import excepthub.sentry
 import excepthub_faststream
 
-from ._telemetry import InMemory, exception_types, sentry
+from ._telemetry import InMemory, exception_types, only_in_child, run_in_child, sentry
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 WAIT = 10  # seconds a test may wait for a message to be processed before it fails
@@ -176,6 +176,7 @@ async def test_the_otel_hook_puts_its_event_on_faststreams_process_span(
     assert dict(count.attributes or {})["excepthub.framework"] == "faststream"
 
 
+@only_in_child
 @pytest.mark.parametrize(
     ("handlers", "expected"),
     [
@@ -200,6 +201,7 @@ async def test_sentry_captures_a_failure_once_alongside_its_asyncio_integration(
         assert event["tags"]["correlation_id"]
 
 
+@only_in_child
 async def test_without_excepthub_sentry_has_faststreams_own_record_of_it_once(
     redis_url: str, otel: InMemory
 ) -> None:
@@ -208,3 +210,9 @@ async def test_without_excepthub_sentry_has_faststreams_own_record_of_it_once(
         await asyncio.sleep(0.1)
 
     assert [exception_types(e) for e in captured.events] == [["Declined"]]
+
+
+def test_sentry_with_its_faststream_integrations_in_a_process_of_its_own() -> None:
+    """Sentry's asyncio integration patches classes for the rest of the process: the Sentry
+    tests above run in a pytest process of their own."""
+    run_in_child(__file__, "sentry_captures or without_excepthub_sentry")
