@@ -12,7 +12,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -46,6 +49,10 @@ async def side_effect(error: Exception) -> None:
 
 async def fails(error: Exception) -> None:
     raise RuntimeError("handler broke")
+
+
+async def reraise_it(error: Exception) -> None:
+    raise error
 
 
 class Telemetry:
@@ -287,3 +294,40 @@ def test_importing_excepthub_imports_neither_opentelemetry_nor_sentry() -> None:
             [sys.executable, "-c", script], capture_output=True, text=True, check=True
         )
         assert done.stdout.strip() == "[]"
+
+
+# -- for every mix of handlers ----------------------------------------------------------------
+
+HANDLERS: dict[str, Any] = {
+    "none": None,
+    "fallback": ("publish_handlers", fallback),
+    "side effect": ("handlers", side_effect),
+    "failing": ("handlers", fails),
+    "re-raising": ("handlers", reraise_it),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kinds=st.lists(st.sampled_from(sorted(HANDLERS)), min_size=1, max_size=6))
+def test_a_span_ends_in_error_exactly_for_failures_and_every_error_is_counted(
+    kinds: list[str],
+) -> None:
+    telemetry = Telemetry()
+    classes = [type(f"Error{i}", (Exception,), {}) for i in range(len(kinds))]
+    exc = ExceptionMiddleware(logger=None, on_error=[telemetry.hook()])
+    for cls, kind in zip(classes, kinds, strict=True):
+        if HANDLERS[kind] is not None:
+            table, handler = HANDLERS[kind]
+            exc.add_handler(cls, publish=table == "publish_handlers")(handler)
+
+    for cls in classes:
+        span = anyio.run(telemetry.handle, exc, cls())
+        [event] = [dict(e.attributes or {}) for e in span.events]
+        failure = event["excepthub.outcome"] in {"unhandled", "failed"}
+        assert (span.status.status_code is StatusCode.ERROR) is failure
+
+    counted: dict[str, dict[str, int]] = {}
+    for point in telemetry.points(excepthub.otel.COUNTER):
+        attributes = point.attributes or {}
+        counted.setdefault(str(attributes["error.type"]), {})[attributes["excepthub.outcome"]] = point.value
+    assert counted == exc.get_error_stats()
