@@ -329,5 +329,6 @@ def test_a_span_ends_in_error_exactly_for_failures_and_every_error_is_counted(
     counted: dict[str, dict[str, int]] = {}
     for point in telemetry.points(excepthub.otel.COUNTER):
         attributes = point.attributes or {}
-        counted.setdefault(str(attributes["error.type"]), {})[attributes["excepthub.outcome"]] = point.value
+        outcomes = counted.setdefault(str(attributes["error.type"]), {})
+        outcomes[str(attributes["excepthub.outcome"])] = point.value
     assert counted == exc.get_error_stats()
