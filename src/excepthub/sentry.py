@@ -60,8 +60,6 @@ class SentryHook:
         tags = _tags(event)
         if outcome in _FAILURES or self._capture_handled:
             error = _propagating(event.error) if outcome == "failed" else event.error
-            # excepthub's own record of it came first, and Sentry's dedupe saw it: forget it
-            DedupeIntegration.reset_last_seen()
             sentry_sdk.capture_exception(error, tags=tags, level=_LEVELS[outcome])
             _mark(error)
             return
@@ -81,6 +79,8 @@ def hook(*, capture_handled: bool = False) -> SentryHook:
     is the handler's exception, with the original chained, as it propagates. Sentry's own
     integrations (FastAPI, Starlette, asyncio, logging) do not capture the same exception a
     second time, and excepthub's own log records are not turned into events or breadcrumbs.
+    (Sentry's dedupe keeps the first event of an exception: where a framework logged it before
+    excepthub saw it, that event is the framework's.)
     A handled, published or retried error is a breadcrumb on the events that follow, or, with
     `capture_handled=True`, an event of its own (level warning or info).
 
@@ -160,6 +160,7 @@ def _drop_duplicates(event: Event, hint: Hint) -> Event | None:
     log records, and no breadcrumbs of those records (the hook leaves its own)."""
     record = hint.get("log_record") if hint else None
     if record is not None and getattr(record, "excepthub_outcome", None) is not None:
+        DedupeIntegration.reset_last_seen()  # it saw this event, which is never sent
         return None
     exc_info = hint.get("exc_info") if hint else None
     if exc_info and isinstance(exc_info[1], BaseException) and _captured(exc_info[1]):

@@ -200,25 +200,40 @@ async def test_the_otel_hook_puts_its_event_on_fastmcps_server_span(
 
 @only_in_child
 @pytest.mark.parametrize(
-    ("handlers", "expected"),
+    ("handlers", "inner", "expected"),
     [
-        ({}, [(["Declined"], "unhandled")]),
-        ({Declined: side_effect}, []),
+        ({}, Raising(), [(["Declined"], "unhandled")]),
+        # FastMCP logs it before excepthub sees it: its event, once, not excepthub's too
+        ({}, None, [(["Declined"], None)]),
+        ({Declined: side_effect}, Raising(), []),
+        ({Declined: side_effect}, None, []),
+        ({Declined: lambda error: 1 / 0}, None, [(["Declined", "ZeroDivisionError"], "failed")]),
     ],
-    ids=["unhandled", "handled"],
+    ids=[
+        "unhandled in a middleware",
+        "unhandled in the tool",
+        "handled in a middleware",
+        "handled in the tool",
+        "failed",
+    ],
 )
 async def test_sentry_captures_a_failure_once_alongside_its_mcp_integration(
-    spans: InMemorySpanExporter, handlers: dict[type[Exception], Any], expected: list[Any]
+    spans: InMemorySpanExporter,
+    handlers: dict[type[Exception], Any],
+    inner: Middleware | None,
+    expected: list[Any],
 ) -> None:
     exc = ExceptionMiddleware(handlers=handlers, on_error=[excepthub.sentry.hook()])
     with sentry() as captured:  # Sentry's MCP and logging integrations: enabled as installed
-        await call(server(exc, inner=Raising()), "tools/call", spans)
+        await call(server(exc, inner=inner), "tools/call", spans)
 
-    assert [(exception_types(e), e["tags"]["excepthub.outcome"]) for e in captured.events] == (
-        expected
+    found = [
+        (exception_types(e), e.get("tags", {}).get("excepthub.outcome")) for e in captured.events
+    ]
+    assert found == expected
+    assert all(
+        e["tags"]["excepthub.framework"] == "fastmcp" for e in captured.events if "tags" in e
     )
-    for event in captured.events:
-        assert event["tags"]["excepthub.framework"] == "fastmcp"
 
 
 def test_sentry_with_its_fastmcp_integrations_in_a_process_of_its_own() -> None:
