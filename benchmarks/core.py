@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from excepthub import Context, Depends, ExceptionMiddleware
+from excepthub import Context, Depends, ErrorHook, ExceptionMiddleware
 
-from ._timing import Case
+from ._timing import Case, Work
 
 
 class NotFound(LookupError):
@@ -95,6 +95,7 @@ def cases() -> list[Case]:
         Case("core", "error, Context() value", "try/except", floor_context, ours_context),
         Case("core", "error, 2 Depends (1 yield)", "try/except", floor_error, ours_depends, 500),
         *_scaling(),
+        *_telemetry(),
     ]
 
 
@@ -123,3 +124,55 @@ def _scaling() -> Iterator[Case]:
                 return str((await exc.handle(error)).value)
 
         yield Case("scaling", f"depth {depth}, {count} handlers", "try/except", floor, ours)
+
+
+def _telemetry() -> Iterator[Case]:
+    """The OpenTelemetry and Sentry hooks where they are not enabled (no SDK configured, no
+    `sentry_sdk.init`): the happy path never reaches a hook; on the error path, each against a
+    hook that does nothing (what every hook costs the core is the baseline's)."""
+    import excepthub.otel  # only here: the core never imports either library
+    import excepthub.sentry
+
+    def registry(*hooks: ErrorHook) -> ExceptionMiddleware:
+        exc = ExceptionMiddleware(logger=None, on_error=hooks)
+        exc.add_handler(NotFound, publish=True)(fallback)
+        return exc
+
+    async def work() -> str:
+        return "ok"
+
+    def happy(exc: ExceptionMiddleware) -> Work:
+        async def run() -> str:
+            try:
+                return await work()
+            except Exception as error:
+                return str((await exc.handle(error)).value)
+
+        return run
+
+    def error(exc: ExceptionMiddleware) -> Work:
+        async def run() -> str:
+            try:
+                raise NotFound("x")
+            except Exception as error:
+                return str((await exc.handle(error)).value)
+
+        return run
+
+    otel, sentry = excepthub.otel.hook(), excepthub.sentry.hook()
+    noop = registry(lambda event: None)
+    both = registry(otel, sentry)
+    yield Case(
+        "telemetry", "happy path, otel + sentry hooks", "no hooks", happy(registry()), happy(both),
+        batch=20_000,
+    )  # fmt: skip
+    yield Case(
+        "telemetry", "error, otel hook, no SDK", "no-op hook", error(noop), error(registry(otel))
+    )
+    yield Case(
+        "telemetry",
+        "error, sentry hook, no init",
+        "no-op hook",
+        error(noop),
+        error(registry(sentry)),
+    )

@@ -447,6 +447,8 @@ class _Failures:
         if scope["type"] == "websocket":  # not `isinstance`: an ABC's check costs a call
             await _answer_websocket(cast(WebSocket, conn), answer)
             return None
+        if getattr(answer, "status_code", 0) >= 500 and _TELEMETRY_KEY in scope:
+            await _show_telemetry(scope, outcome.error)
         return answer  # type: ignore[no-any-return]
 
     async def _handle(
@@ -658,6 +660,39 @@ def _status_code(error: BaseException) -> int:
     if isinstance(status_code, int) and 100 <= status_code <= 599:
         return status_code
     return 500
+
+
+try:  # FastAPI's own telemetry (0.142+): the middleware that observes what reaches a 500 handler
+    from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware as _ExceptionTelemetry
+except ImportError:
+    _ExceptionTelemetry = None  # type: ignore[assignment, misc]
+_TELEMETRY_KEY: Final = "fastapi.telemetry" if _ExceptionTelemetry is not None else "-"
+
+
+async def _show_telemetry(scope: Scope, error: BaseException) -> None:
+    """Show an error answered with a 5xx to FastAPI's telemetry as it sees one on its way to the
+    app's 500 handler: the request's span and duration metric then carry its class as
+    `error.type`, and its `http.server.request.exception` log record is emitted."""
+    traceback, context = error.__traceback__, error.__context__
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise error
+
+    try:
+        await _ExceptionTelemetry(failing)(scope, _never_receive, _never_send)
+    except BaseException as seen:
+        if seen is not error:
+            raise
+    finally:  # shown as it was raised, not as raised again here
+        error.__traceback__, error.__context__ = traceback, context
+
+
+async def _never_receive() -> Message:
+    raise RuntimeError("excepthub shows FastAPI's telemetry an error: nothing to receive")
+
+
+async def _never_send(message: Message) -> None:
+    raise RuntimeError("excepthub shows FastAPI's telemetry an error: nothing to send")
 
 
 class _InternalServerError(PlainTextResponse):

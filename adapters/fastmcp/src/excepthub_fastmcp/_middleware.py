@@ -69,6 +69,12 @@ __all__ = [
 ]
 
 
+try:  # how FastMCP records an exception on its request span (fastmcp.server.telemetry)
+    from fastmcp.server.telemetry import record_span_exception as _record_span_exception
+    from opentelemetry.trace import get_current_span
+except ImportError:  # a FastMCP release without it: the span reads as FastMCP leaves it
+    _record_span_exception = None  # type: ignore[assignment]
+
 # -- framework defaults ---------------------------------------------------------------------
 
 _FASTMCP_ANSWERS: Final = (FastMCPError, MCPError, NotFoundError, DisabledError)
@@ -284,6 +290,8 @@ class ExcepthubMiddleware(Middleware):
                 raise
             if escaped is not error:  # a handler failed: excepthub logged both errors
                 self._settle(held, "failed")
+                if error is raised:  # FastMCP's span never saw it
+                    _record_on_span(error)
                 _raise(answers.masked(raised, error, context))
             if masking:  # it would reach the client with its text
                 self._settle(held, "unhandled")
@@ -295,6 +303,8 @@ class ExcepthubMiddleware(Middleware):
                 raise
             _raise(answers.masked(raised, error, context))
         self._settle(held, "published" if outcome.published else "handled")
+        if not outcome.published and error is raised:  # FastMCP's span never saw it
+            _record_on_span(error)
         return _reply(answers, outcome, context, raised)
 
     def _settle(self, held: list[logging.LogRecord], kind: OutcomeKind) -> None:
@@ -318,6 +328,14 @@ class ExcepthubMiddleware(Middleware):
         if isinstance(value, MCPErrorReply | Denial):
             return value.to_mcp_error()
         return masked_request_error(error) or _masked_mcp_error()
+
+
+def _record_on_span(error: Exception) -> None:
+    """Record an error excepthub answers masked on FastMCP's request span, as FastMCP records
+    one that reaches it (`error.type`, the exception event, status ERROR): a tool's masked
+    `isError` result passes no exception by the span."""
+    if _record_span_exception is not None:
+        _record_span_exception(get_current_span(), error)
 
 
 def _values(context: MiddlewareContext[Any]) -> dict[str, Any]:
