@@ -7,13 +7,9 @@ once `add_handler` has returned.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import threading
-import types
-import typing
-import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import perf_counter
@@ -35,13 +31,20 @@ from fast_depends import Provider
 
 from ._groups import leaves, only_leaf, remainder
 from ._handlers import Handler, compile_handler, safe_repr
+from ._mistakes import (
+    check_error_parameter,
+    check_fillable,
+    check_returns,
+    shadowed,
+    shadowed_pair,
+    warn_dropped,
+    warn_shadowed,
+)
 from ._observe import ErrorHook, Observer
 from ._outcome import (
-    DroppedValueWarning,
     Outcome,
     OutcomeKind,
     Resolution,
-    ShadowedHandlerWarning,
     reraise,
 )
 from ._retry import Retry
@@ -362,35 +365,15 @@ class ExceptionMiddleware:
             )
         except TypeError as error:
             raise TypeError(f"cannot register {safe_repr(func)} for {names}: {error}") from None
-        accepted = handler.error_types
-        if accepted is not None:
-            for key in keys:
-                if not issubclass(key, accepted):  # it would be called with what it does not take
-                    wanted = " | ".join(c.__qualname__ for c in accepted)
-                    raise TypeError(
-                        f"cannot register {handler.name} for {key.__qualname__}: its error "
-                        f"parameter is annotated {wanted}, which {key.__qualname__} is not a "
-                        f"subclass of; annotate it {key.__qualname__} (or a base class of every "
-                        "class it is registered for), "
-                        f"or register it for {wanted}"
-                    )
+        check_error_parameter(handler, keys)
         if publish is False:
-            if _returns_value(handler.returns):
-                warnings.warn(
-                    f"{handler.name} is registered for {names} as a side-effect handler, but it "
-                    f"returns {_type_name(handler.returns)}: its value will be dropped. Register "
-                    "it with publish=True to send its value, or annotate it -> None",
-                    DroppedValueWarning,
-                    stacklevel=stacklevel,
-                )
-            elif handler.returns is inspect.Parameter.empty:
-                handler.drops_values = True  # not typed: warn the first time it returns a value
+            check_returns(handler, names, stacklevel=stacklevel)
         return handler
 
     def _register(self, entries: list[tuple[type[Exception], Handler, bool]]) -> None:
         with self._lock:
             for key, handler, _ in entries:  # before anything changes: a refusal changes nothing
-                _check_fillable(handler, key, self._plugged)
+                check_fillable(handler, key, self._plugged, list(_FRAMEWORKS))
             user = {kind: dict(funcs) for kind, funcs in self._user.items()}
             compiled = {kind: dict(handlers) for kind, handlers in self._compiled.items()}
             for key, handler, publish in entries:
@@ -398,20 +381,10 @@ class ExceptionMiddleware:
                 compiled[publish][key] = handler
             self._user, self._compiled = user, compiled
             self._state = _State(_Tables(compiled[True], compiled[False]))  # clears every memo
-            news = [pair for pair in _shadowed(self._state.base) if _pair(pair) not in self._warned]
-            self._warned.update(_pair(pair) for pair in news)
-        for hidden, by in news:
-            warnings.warn(
-                f"the side-effect handler {_handler_name(hidden)} for {hidden.key.__qualname__} "
-                f"never runs for {hidden.key.__qualname__} errors: the fallback handler "
-                f"{_handler_name(by)} for its base class {by.key.__qualname__} takes it first "
-                "(fallback handlers are asked before side-effect handlers, however far up the "
-                "MRO). For both, register the side effect as an on_error hook, or a fallback "
-                f"for {hidden.key.__qualname__} that does both (the documentation's Concepts "
-                "page, 'Shadowed side-effect handlers')",
-                ShadowedHandlerWarning,
-                stacklevel=3,  # the user's `add_handler` or constructor call
-            )
+            found = self._shadowed(self._state.base)
+            news = [pair for pair in found if shadowed_pair(pair) not in self._warned]
+            self._warned.update(shadowed_pair(pair) for pair in news)
+        warn_shadowed(news, stacklevel=3)  # the user's `add_handler` or constructor call
 
     def shadowed(self, *, defaults: Defaults | None = None) -> list[tuple[Resolution, Resolution]]:
         """Every side-effect handler that never runs for the direct instances of its class,
@@ -423,7 +396,14 @@ class ExceptionMiddleware:
         assert exc.shadowed() == []  # in a test: every side-effect handler can run
         ```
         """
-        return _shadowed(self._tables(defaults))
+        return self._shadowed(self._tables(defaults))
+
+    def _shadowed(self, tables: _Tables) -> list[tuple[Resolution, Resolution]]:
+        def nearest_fallback(cls: type) -> Resolution | None:
+            match = _walk(cls, tables).publish
+            return None if match is None else match.resolution
+
+        return shadowed(tables.general, nearest_fallback)
 
     # -- plug-in ------------------------------------------------------------------------
 
@@ -445,7 +425,7 @@ class ExceptionMiddleware:
             plugged = (*self._plugged, defaults)
             for publish in (True, False):
                 for key, handler in self._compiled[publish].items():
-                    _check_fillable(handler, key, plugged)
+                    check_fillable(handler, key, plugged, list(_FRAMEWORKS))
             self._plugged = plugged
 
     if not TYPE_CHECKING:  # at run time only: to a type checker, a registry is no middleware
@@ -788,7 +768,7 @@ class ExceptionMiddleware:
                     )
                     return _new_outcome(Outcome, (False, None, handler.func, error))
         elif value is not None and handler.drops_values:
-            _warn_dropped(handler, error, value)
+            warn_dropped(handler, error, value)
         kind = "published" if publish else "handled"
         # the hot path: count and log without another coroutine
         observer.record(kind, error, handler.func, context)
@@ -857,96 +837,6 @@ def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
     if reraise not in (publish.handler.func, general.handler.func):
         return _Routes(publish, general)
     return _Routes(None, general) if general_at < publish_at else _Routes(publish, None)
-
-
-def _shadowed(tables: _Tables) -> list[tuple[Resolution, Resolution]]:
-    """The side-effect handlers that a fallback handler for a base class takes every direct
-    instance from. A class in both maps is not one: FastStream's own idiom, the side-effect
-    handler serving the errors that have no result to replace (parser errors)."""
-    found = []
-    for key, handler in tables.general.items():
-        if handler.func is reraise:
-            continue
-        routes = _walk(key, tables)
-        fallback = routes.publish
-        if (
-            fallback is not None
-            and fallback.handler.func is not reraise
-            and fallback.resolution.key is not key
-        ):
-            found.append((Resolution(handler.func, False, key), fallback.resolution))
-    return found
-
-
-def _pair(pair: tuple[Resolution, Resolution]) -> tuple[type, type]:
-    return pair[0].key, pair[1].key
-
-
-def _handler_name(resolution: Resolution) -> str:
-    func = resolution.handler
-    return getattr(func, "__qualname__", None) or safe_repr(func)
-
-
-def _check_fillable(handler: Handler, key: type, plugged: tuple[Defaults, ...]) -> None:
-    """`TypeError` when no framework can fill every context value `handler` needs: neither
-    one the registry is plugged into, nor one whose adapter is imported (it may be plugged
-    in next: a registry serving several frameworks is plugged into one at a time)."""
-    frameworks = [d for d in plugged if d.supplies is not None]
-    if not handler.needs or not frameworks:
-        return
-    known = [*frameworks, *(d for d in list(_FRAMEWORKS) if d not in frameworks)]
-    if any(handler.fillable(d.supplies) for d in known if d.supplies is not None):
-        return
-    supplied = frozenset().union(*(d.supplies or () for d in frameworks))
-    offered = "; ".join(
-        f"{d.name} supplies {', '.join(sorted(d.supplies or ()))}" for d in frameworks
-    )
-    missing = next((names for names in handler.needs if not supplied.intersection(names)), None)
-    where = f"cannot register {handler.name} for {key.__qualname__}"
-    if missing is None:  # each name is supplied somewhere, but never all of them together
-        needed = ", ".join(names[0] for names in handler.needs)
-        raise TypeError(
-            f"{where}: no framework it serves supplies all of its parameters ({needed}) "
-            f"({offered}); give the others a default, or split it in one handler per framework"
-        )
-    name = missing[0]
-    close = difflib.get_close_matches(name, sorted(supplied), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
-    raise TypeError(
-        f"{where}: nothing fills its parameter {name!r} ({offered}){hint} "
-        "Rename it, give it a default, or take it with Context(...) or Depends(...)"
-    )
-
-
-def _returns_value(annotation: Any) -> bool:
-    """Whether a return annotation says the handler returns a value (`-> dict`, not `-> None`)."""
-    if annotation is inspect.Parameter.empty or annotation is None or annotation is type(None):
-        return False
-    if annotation is Any or annotation is object or annotation is NoReturn:
-        return False
-    if isinstance(annotation, str):  # an unresolved forward reference: do not guess
-        return annotation not in ("None", "Any", "object", "NoReturn", "Never")
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return all(_returns_value(a) for a in args)
-    if origin in (Awaitable, Coroutine):
-        return bool(args) and _returns_value(args[-1])
-    return getattr(annotation, "__name__", "") != "Never"
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__qualname__", None) or str(annotation)
-
-
-def _warn_dropped(handler: Handler, error: BaseException, value: Any) -> None:
-    warnings.warn(
-        f"the side-effect handler {handler.name} returned {safe_repr(value)[:60]} for a "
-        f"{type(error).__qualname__}: the value is dropped. Register it with publish=True to "
-        "send its value, or return None",
-        DroppedValueWarning,
-        stacklevel=2,
-    )
 
 
 async def _unless_let_through(run: Awaitable[Outcome], leaf: Exception) -> Outcome | None:
