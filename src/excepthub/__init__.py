@@ -6,6 +6,7 @@ One registry, `ExceptionMiddleware`, holds side-effect `handlers` and fallback
 
 from fast_depends import Depends
 
+from ._candidates import Decline
 from ._handlers import Context
 from ._observe import ErrorHook
 from ._outcome import (
@@ -24,6 +25,7 @@ from ._version import __version__
 
 __all__ = [
     "Context",
+    "Decline",
     "Defaults",
     "Depends",
     "DroppedValueWarning",

@@ -11,7 +11,7 @@ import inspect
 import types
 import typing
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._handlers import Handler, safe_repr
@@ -142,14 +142,15 @@ def _type_name(annotation: Any) -> str:
 
 
 def shadowed(
-    general: Mapping[type, Handler], nearest_fallback: Callable[[type], Resolution | None]
+    general: Iterable[tuple[type, Handler]],
+    nearest_fallback: Callable[[type], Resolution | None],
 ) -> list[tuple[Resolution, Resolution]]:
     """The side-effect handlers (`general`, by class) that a fallback handler for a base class
-    takes every direct instance from, as `nearest_fallback(cls)` answers for their class. A
-    class in both maps is not one: FastStream's own idiom, the side-effect handler serving the
-    errors that have no result to replace (parser errors)."""
+    takes every direct instance from: the nearest unconditional one, as `nearest_fallback(cls)`
+    answers for their class. A class in both maps is not one: FastStream's own idiom, the
+    side-effect handler serving the errors that have no result to replace (parser errors)."""
     found = []
-    for key, handler in general.items():
+    for key, handler in general:
         if handler.func is reraise:
             continue
         fallback = nearest_fallback(key)

@@ -142,9 +142,10 @@ class Observer:
         context: Mapping[str, Any],
         framework: str | None = None,
         duration: float | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> None:
         """Show one error's outcome to every hook, in order."""
-        event = ErrorEvent(error, kind, handler, context, framework, duration)
+        event = ErrorEvent(error, kind, handler, context, framework, duration, declined)
         for hook in self.hooks:
             try:
                 result = hook(event)

@@ -19,16 +19,17 @@ from typing import (
     Any,
     Final,
     Literal,
-    NamedTuple,
     NoReturn,
     Protocol,
     TypeAlias,
     TypeVar,
+    cast,
     overload,
 )
 
 from fast_depends import Provider
 
+from ._candidates import Candidate, Condition, Decline, Entry, Route, check_condition, route
 from ._groups import leaves, only_leaf, remainder
 from ._handlers import Handler, compile_handler, safe_repr
 from ._mistakes import (
@@ -45,7 +46,6 @@ from ._outcome import (
     Outcome,
     OutcomeKind,
     Resolution,
-    reraise,
 )
 from ._retry import Retry
 
@@ -63,6 +63,7 @@ class HandlerMap(Protocol):
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_E = TypeVar("_E", bound=Exception)
 _SideEffect = TypeVar("_SideEffect", bound=Callable[..., Awaitable[None] | None])
 _T = TypeVar("_T")
 
@@ -152,27 +153,19 @@ _FRAMEWORKS: Final[weakref.WeakSet[Defaults]] = weakref.WeakSet()
 """Every layering that says what it supplies: the frameworks whose adapters are imported."""
 
 
-class _Match(NamedTuple):
-    handler: Handler
-    resolution: Resolution  # built once per memo entry: `resolve` allocates nothing
-
-
-class _Routes(NamedTuple):
-    """Both answers for one class: the nearest fallback handler and the nearest side-effect one."""
-
-    publish: _Match | None
-    general: _Match | None
+_Entries = dict[type, tuple[Entry, ...]]
+"""Registrations by class, each class's in the order asked (conditional ones, then the other)."""
 
 
 class _Tables:
-    """The maps one layering resolves over, and its memo."""
+    """The maps one layering resolves over, and its memo of each class's candidates."""
 
     __slots__ = ("framework", "general", "logs_unhandled", "memo", "publish", "users")
 
     def __init__(
         self,
-        publish: dict[type, Handler],
-        general: dict[type, Handler],
+        publish: _Entries,
+        general: _Entries,
         *,
         logs_unhandled: bool = True,
         users: frozenset[Handler] | None = None,
@@ -183,8 +176,12 @@ class _Tables:
         self.framework = framework  # on every event of this layering
         self.logs_unhandled = logs_unhandled  # excepthub writes the record of an unhandled error
         # the user's handlers, told apart from a framework's defaults layered in
-        self.users = frozenset((*publish.values(), *general.values())) if users is None else users
-        self.memo: dict[type, _Routes] = {}
+        if users is None:
+            users = frozenset(
+                e.handler for t in (publish, general) for es in t.values() for e in es
+            )
+        self.users = users
+        self.memo: dict[type, Route] = {}
 
 
 class _State:
@@ -252,7 +249,7 @@ class ExceptionMiddleware:
         self._observer = Observer(logger=logger, log_levels=log_levels, hooks=on_error)
         self._lock = threading.Lock()
         self._user: dict[bool, dict[type[Exception], Callable[..., Any]]] = {True: {}, False: {}}
-        self._compiled: dict[bool, dict[type, Handler]] = {True: {}, False: {}}
+        self._compiled: dict[bool, _Entries] = {True: {}, False: {}}
         self._defaults: dict[Defaults, tuple[dict[type, Handler], dict[type, Handler]]] = {}
         self._state = _State(_Tables({}, {}))
         self._plugged: tuple[Defaults, ...] = ()  # the frameworks it serves, by their defaults
@@ -269,21 +266,41 @@ class ExceptionMiddleware:
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, publish: Literal[False] = False, *, inline: bool | None = None
+        self,
+        exc: type[_E] | tuple[type[_E], ...],
+        publish: Literal[False] = False,
+        *,
+        inline: bool | None = None,
+        when: Callable[[_E], bool] | None = None,
     ) -> Callable[[_SideEffect], _SideEffect]: ...
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, publish: Literal[True], *, inline: bool | None = None
+        self,
+        exc: type[_E] | tuple[type[_E], ...],
+        publish: Literal[True],
+        *,
+        inline: bool | None = None,
+        when: Callable[[_E], bool] | None = None,
     ) -> Callable[[_F], _F]: ...
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, publish: bool, *, inline: bool | None = None
+        self,
+        exc: type[_E] | tuple[type[_E], ...],
+        publish: bool,
+        *,
+        inline: bool | None = None,
+        when: Callable[[_E], bool] | None = None,
     ) -> Callable[[_F], _F]: ...
 
     def add_handler(
-        self, exc: ExceptionKey, publish: bool = False, *, inline: bool | None = None
+        self,
+        exc: ExceptionKey,
+        publish: bool = False,
+        *,
+        inline: bool | None = None,
+        when: Callable[[Any], bool] | None = None,
     ) -> Callable[[_F], _F]:
         """Register the decorated function for `exc` (a class or a tuple of classes).
 
@@ -297,8 +314,15 @@ class ExceptionMiddleware:
         def log_missing(error: LookupError, log: Logger = Depends(get_logger)) -> None:
             log.warning("missing: %s", error)
         ```
+
+        `when` (a plain function of the error) makes the registration conditional: it is asked
+        only when `when(error)` is true, else the error goes to the next candidate. A class
+        may have several conditional registrations, asked in registration order before its
+        unconditional one (which a new unconditional registration replaces).
         """
         keys = _keys(exc)
+        if when is not None:
+            check_condition(when, f"add_handler({safe_repr(exc)})")
         if not isinstance(publish, bool):
             raise TypeError(
                 f"add_handler({safe_repr(exc)}): publish must be a bool, got {safe_repr(publish)}"
@@ -310,7 +334,7 @@ class ExceptionMiddleware:
 
         def register(func: _F) -> _F:
             handler = self._compile_one(func, keys, inline, publish, stacklevel=3)
-            self._register([(key, handler, publish) for key in keys])
+            self._register([(key, Entry(handler, when, publish)) for key in keys])
             return func
 
         return register
@@ -325,29 +349,58 @@ class ExceptionMiddleware:
 
     @property
     def handlers(self) -> Mapping[type[Exception], Callable[..., Any]]:
-        """The side-effect handlers registered, read-only."""
+        """The unconditional side-effect handlers registered, read-only (`registrations()`
+        lists the conditional ones too)."""
         return MappingProxyType(self._user[False])
 
     @property
     def publish_handlers(self) -> Mapping[type[Exception], Callable[..., Any]]:
-        """The fallback handlers registered, read-only."""
+        """The unconditional fallback handlers registered, read-only (`registrations()` lists
+        the conditional ones too)."""
         return MappingProxyType(self._user[True])
+
+    def registrations(self) -> tuple[Resolution, ...]:
+        """Every registration of the user's: class (`key`), handler, `publish` and `condition`.
+
+        Fallback handlers first, then side-effect handlers; for each class in the order asked
+        (its conditional registrations in registration order, then its unconditional one).
+        Together with the order of candidates (the Concepts page) it is all `handle` goes by.
+        """
+        compiled = self._compiled
+        return tuple(
+            Resolution(e.handler.func, publish, key, e.condition)
+            for publish in (True, False)
+            for key, entries in compiled[publish].items()
+            for e in entries
+        )
+
+    def _snapshot(self) -> object:
+        """Every registration, opaque: `_restore` puts them back (for test overrides)."""
+        with self._lock:
+            return (self._compiled, self._user)
+
+    def _restore(self, snapshot: object) -> None:
+        """Put back the registrations of a `_snapshot`; every memo starts afresh."""
+        compiled, user = cast(tuple[dict[bool, _Entries], dict[bool, dict[Any, Any]]], snapshot)
+        with self._lock:
+            self._compiled, self._user = compiled, user
+            self._state = _State(_Tables(compiled[True], compiled[False]))
 
     def _compile(
         self, funcs: Mapping[type[Exception], Callable[..., Any]], *, publish: bool | None
-    ) -> list[tuple[type[Exception], Handler, bool]]:
+    ) -> list[tuple[type[Exception], Entry]]:
         compiled: dict[int, Handler] = {}  # one Handler per function, shared by its keys
         entries = []
         for key, func in funcs.items():
             handler = compiled.get(id(func)) or self._compile_one(func, (key,), None, publish)
             compiled[id(func)] = handler
-            entries.append((key, handler, bool(publish)))
+            entries.append((key, Entry(handler, None, bool(publish))))
         return entries
 
     def _compile_map(
         self, funcs: Mapping[type[Exception], Callable[..., Any]]
     ) -> dict[type, Handler]:
-        return {key: handler for key, handler, _ in self._compile(funcs, publish=None)}
+        return {key: entry.handler for key, entry in self._compile(funcs, publish=None)}
 
     def _compile_one(
         self,
@@ -370,15 +423,28 @@ class ExceptionMiddleware:
             check_returns(handler, names, stacklevel=stacklevel)
         return handler
 
-    def _register(self, entries: list[tuple[type[Exception], Handler, bool]]) -> None:
+    def _register(self, entries: list[tuple[type[Exception], Entry]]) -> None:
         with self._lock:
-            for key, handler, _ in entries:  # before anything changes: a refusal changes nothing
-                check_fillable(handler, key, self._plugged, list(_FRAMEWORKS))
+            for key, entry in entries:  # before anything changes: a refusal changes nothing
+                check_fillable(entry.handler, key, self._plugged, list(_FRAMEWORKS))
+            # copied, never changed in place: a snapshot taken before stays as it was
             user = {kind: dict(funcs) for kind, funcs in self._user.items()}
             compiled = {kind: dict(handlers) for kind, handlers in self._compiled.items()}
-            for key, handler, publish in entries:
-                user[publish][key] = handler.func
-                compiled[publish][key] = handler
+            for key, entry in entries:
+                publish, func, condition = entry.publish, entry.handler.func, entry.condition
+                kept = tuple(  # a new unconditional one replaces the old, as the same again does
+                    e
+                    for e in compiled[publish].get(key, ())
+                    if e.condition is not None
+                    and (condition is None or (e.handler.func, e.condition) != (func, condition))
+                )
+                if condition is None:
+                    user[publish][key] = func
+                    compiled[publish][key] = (*kept, entry)
+                else:  # before the unconditional one, after the conditional ones so far
+                    last = compiled[publish].get(key, ())[-1:]
+                    last = last if last and last[0].condition is None else ()
+                    compiled[publish][key] = (*kept, entry, *last)
             self._user, self._compiled = user, compiled
             self._state = _State(_Tables(compiled[True], compiled[False]))  # clears every memo
             found = self._shadowed(self._state.base)
@@ -400,10 +466,15 @@ class ExceptionMiddleware:
 
     def _shadowed(self, tables: _Tables) -> list[tuple[Resolution, Resolution]]:
         def nearest_fallback(cls: type) -> Resolution | None:
-            match = _walk(cls, tables).publish
-            return None if match is None else match.resolution
+            candidates = route(cls, tables.publish, tables.general).candidates
+            return next(
+                (c.resolution for c in candidates if c.condition is None and c.publish), None
+            )
 
-        return shadowed(tables.general, nearest_fallback)
+        side_effects = [
+            (key, e.handler) for key, es in tables.general.items() for e in es if not e.publish
+        ]
+        return shadowed(side_effects, nearest_fallback)
 
     # -- plug-in ------------------------------------------------------------------------
 
@@ -424,8 +495,9 @@ class ExceptionMiddleware:
         with self._lock:
             plugged = (*self._plugged, defaults)
             for publish in (True, False):
-                for key, handler in self._compiled[publish].items():
-                    check_fillable(handler, key, plugged, list(_FRAMEWORKS))
+                for key, entries in self._compiled[publish].items():
+                    for entry in entries:
+                        check_fillable(entry.handler, key, plugged, list(_FRAMEWORKS))
             self._plugged = plugged
 
     if not TYPE_CHECKING:  # at run time only: to a type checker, a registry is no middleware
@@ -463,22 +535,50 @@ class ExceptionMiddleware:
 
     def resolve(
         self,
-        exc_type: type[BaseException],
+        error: BaseException | type[BaseException],
         *,
         defaults: Defaults | None = None,
         publish: bool = True,
     ) -> Resolution | None:
-        """Which handler an exception of class `exc_type` would reach, or `None`.
+        """Which handler an exception would reach, or `None`.
 
-        For an exception group class, only handlers keyed on group classes count: its leaves
-        are resolved one by one when `handle` takes the group apart. `publish=False` leaves
-        the fallback handlers out, as `handle(..., publish=False)` does.
+        Given the exception itself, the conditions are evaluated: the answer is the handler
+        that `handle` would call first (one whose condition raises counts as not holding; a
+        handler may still decline when it runs). Given a class, no condition can be: the
+        answer is its first unconditional candidate, the handler every error of the class
+        reaches when no condition before it holds (`candidates` lists them all).
+
+        For an exception group, only handlers keyed on group classes count: its leaves are
+        resolved one by one when `handle` takes the group apart. `publish=False` leaves the
+        fallback handlers out, as `handle(..., publish=False)` does.
         """
-        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-            raise TypeError(f"resolve() takes an exception class, got {safe_repr(exc_type)}")
-        routes = self._routes(self._tables(defaults, publish), exc_type)
-        match = routes.publish or routes.general
-        return None if match is None else match.resolution
+        found = self._route(self._tables(defaults, publish), _class_of(error, "resolve"))
+        if isinstance(error, type):
+            return None if found.certain is None else found.certain.resolution
+        for candidate in found.candidates:
+            if candidate.condition is None or _holds_quietly(candidate.condition, error):
+                return candidate.resolution
+        return None
+
+    def candidates(
+        self,
+        error: BaseException | type[BaseException],
+        *,
+        defaults: Defaults | None = None,
+        publish: bool = True,
+    ) -> tuple[Resolution, ...]:
+        """Every registration an exception (or a class of them) may reach, in the order asked.
+
+        Conditions are not evaluated: each `Resolution` carries its own. The list ends at an
+        unconditional pass-through (`reraise`), past which nothing is asked. `defaults` and
+        `publish` as for `resolve`.
+
+        ```python
+        assert [r.handler for r in exc.candidates(KeyError)] == [fallback, log_missing]
+        ```
+        """
+        found = self._route(self._tables(defaults, publish), _class_of(error, "candidates"))
+        return tuple(candidate.resolution for candidate in found.candidates)
 
     def _tables(self, defaults: Defaults | None, publish: bool = True) -> _Tables:
         state = self._state
@@ -497,15 +597,8 @@ class ExceptionMiddleware:
                     self._compile_map(defaults.handlers),
                 )
             publish, general = self._defaults[defaults]
-            user_publish, user_general = state.base.publish, state.base.general
-            supplied = defaults.supplies
-            if supplied is not None:  # a handler runs only where its parameters can be filled
-                user_publish = {k: h for k, h in user_publish.items() if h.fillable(supplied)}
-                user_general = {k: h for k, h in user_general.items() if h.fillable(supplied)}
-            mine = user_publish.keys() | user_general.keys()  # a user key replaces both
             tables = _Tables(
-                {k: h for k, h in publish.items() if k not in mine} | user_publish,
-                {k: h for k, h in general.items() if k not in mine} | user_general,
+                *_layered(state.base, publish, general, defaults.supplies),
                 logs_unhandled=not defaults.logs_unhandled,
                 users=state.base.users,
                 framework=defaults.framework,
@@ -516,25 +609,26 @@ class ExceptionMiddleware:
         """The layering without its fallback handlers, with a memo of its own."""
         state = self._state
         layer = state.layers.get(defaults) or self._layer(state, defaults)
+        moved = {k: tuple(e for e in es if not e.publish) for k, es in layer.publish.items()}
         tables = _Tables(
             {},
-            layer.general,
+            {k: (*moved.get(k, ()), *layer.general.get(k, ())) for k in moved | layer.general},
             logs_unhandled=layer.logs_unhandled,
             users=layer.users,
             framework=layer.framework,
         )
         return state.side_effect_only.setdefault(defaults, tables)
 
-    def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
+    def _route(self, tables: _Tables, cls: type[BaseException]) -> Route:
         return tables.memo.get(cls) or self._remember(tables, cls)
 
-    def _remember(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
-        routes = _walk(cls, tables)
+    def _remember(self, tables: _Tables, cls: type[BaseException]) -> Route:
+        found = route(cls, tables.publish, tables.general)
         with self._lock:  # filling is rare; the lock keeps eviction safe across threads
             if len(tables.memo) >= MEMO_SIZE:
                 del tables.memo[next(iter(tables.memo))]
-            tables.memo[cls] = routes
-        return routes
+            tables.memo[cls] = found
+        return found
 
     # -- handling -----------------------------------------------------------------------
 
@@ -625,18 +719,63 @@ class ExceptionMiddleware:
     ) -> Coroutine[Any, Any, Outcome]:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         cls = type(error)
-        routes = tables.memo.get(cls) or self._remember(tables, cls)
-        # `publish` and `convert` passed by position: keywords cost a coroutine's creation more
-        if (match := routes.publish) is not None:
-            return self._run(match.handler, error, tables, context, True, convert)
-        if (match := routes.general) is not None:
-            return self._run(match.handler, error, tables, context, False)
+        found = tables.memo.get(cls) or self._remember(tables, cls)
+        # `convert` passed by position: keywords cost a coroutine's creation more
+        if (first := found.first) is not None:  # no condition to evaluate: called straight away
+            return self._run(first, error, tables, context, convert)
+        if found.candidates:
+            return self._ask(found.candidates, error, tables, context, convert)
         return self._unhandled(error, tables, context)
 
+    async def _ask(
+        self,
+        candidates: tuple[Candidate, ...],
+        error: Exception,
+        tables: _Tables,
+        context: Mapping[str, Any],
+        convert: Callable[[Any, BaseException], Any] | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
+    ) -> Outcome:
+        """Ask `candidates` in order, evaluating conditions, until one takes `error`; when none
+        is left, the error goes on as if nothing were registered (a group is taken apart)."""
+        for candidate in candidates:
+            if candidate.condition is None or await self._holds(candidate, error, context, tables):
+                return await self._run(candidate, error, tables, context, convert, declined)
+            declined = (*declined, candidate.handler.func)
+        if isinstance(error, BaseExceptionGroup):
+            return await self._take_apart(error, tables, context, convert)
+        return await self._unhandled(error, tables, context, declined)
+
+    async def _holds(
+        self, candidate: Candidate, error: Exception, context: Mapping[str, Any], tables: _Tables
+    ) -> bool:
+        """Whether a candidate's condition holds; one that raises is a failure of that
+        registration: logged and counted (as its own exception, `failed`), and it does not."""
+        condition = candidate.condition
+        assert condition is not None
+        try:
+            return _truth(condition(error))
+        except Decline:
+            return False
+        except Exception as failure:
+            _chain(failure, error)
+            detail = (
+                f": the condition of {candidate.handler.name} for "
+                f"{type(error).__qualname__} raised; the error goes on to the next candidate"
+            )
+            await self._report("failed", failure, condition, context, tables, detail)
+            return False
+
     async def _unhandled(
-        self, error: Exception, tables: _Tables, context: Mapping[str, Any]
+        self,
+        error: Exception,
+        tables: _Tables,
+        context: Mapping[str, Any],
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> NoReturn:
-        await self._report("unhandled", error, None, context, tables, log=tables.logs_unhandled)
+        await self._report(
+            "unhandled", error, None, context, tables, log=tables.logs_unhandled, declined=declined
+        )
         _propagate(error)
 
     async def _handle_group(
@@ -646,12 +785,19 @@ class ExceptionMiddleware:
         context: Mapping[str, Any],
         convert: Callable[[Any, BaseException], Any] | None,
     ) -> Outcome:
-        routes = self._routes(tables, type(group))  # handlers keyed on group classes
-        if (match := routes.publish or routes.general) is not None and isinstance(group, Exception):
-            publish = match is routes.publish
-            return await self._run(
-                match.handler, group, tables, context, publish=publish, convert=convert
-            )
+        found = self._route(tables, type(group))  # handlers keyed on group classes
+        if found.candidates and isinstance(group, Exception):
+            return await self._ask(found.candidates, group, tables, context, convert)
+        return await self._take_apart(group, tables, context, convert)
+
+    async def _take_apart(
+        self,
+        group: BaseExceptionGroup[BaseException],
+        tables: _Tables,
+        context: Mapping[str, Any],
+        convert: Callable[[Any, BaseException], Any] | None,
+    ) -> Outcome:
+        """Each leaf to its candidates, like `except*` (DESIGN rule 6)."""
         if not any(self._takes(tables, leaf) for leaf in leaves(group)):
             for each in leaves(group):  # counted per leaf, as when a group is taken apart
                 if isinstance(each, Exception):
@@ -674,15 +820,10 @@ class ExceptionMiddleware:
         for leaf in leaves(group):
             outcome = None
             if isinstance(leaf, Exception):
-                routes = self._routes(tables, type(leaf))
-                if routes.publish is not None and published is None:
-                    run = self._run(
-                        routes.publish.handler, leaf, tables, context, publish=True, convert=convert
-                    )
-                elif (match := routes.general or routes.publish) is not None:
-                    run = self._run(match.handler, leaf, tables, context, publish=False)
-                else:
-                    run = self._unhandled(leaf, tables, context)
+                found = self._route(tables, type(leaf))
+                # one fallback value at most: after it, the others' values are set aside
+                ordered = found.candidates if published is None else found.set_aside
+                run = self._ask(ordered, leaf, tables, context, convert)
                 try:
                     outcome = await _unless_let_through(run, leaf)
                 except Exception as failure:  # like except*: the other leaves still go to theirs
@@ -710,17 +851,20 @@ class ExceptionMiddleware:
 
     async def _run(
         self,
-        handler: Handler,
+        candidate: Candidate,
         error: Exception,
         tables: _Tables,
         context: Mapping[str, Any],
-        publish: bool,
         convert: Callable[[Any, BaseException], Any] | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> Outcome:
-        """Call `handler` for `error`: its `Outcome`, or `error` raised on unchanged when the
-        handler lets it through (a pass-through, or a handler that re-raised it)."""
-        if handler.func is reraise:  # let through, as if excepthub were not there
+        """Call the candidate's handler for `error`: its `Outcome`, the next candidate's when
+        it declines, or `error` raised on unchanged when the handler lets it through (a
+        pass-through, or a handler that re-raised it)."""
+        if candidate.passes:  # let through, as if excepthub were not there
             _propagate(error)
+        handler = candidate.handler
+        publish = candidate.publish
         traceback = error.__traceback__
         alone = handler.alone  # the common handler, called without a wrapper on the way
         observer = self._observer
@@ -739,14 +883,21 @@ class ExceptionMiddleware:
                     tables,
                     log=tables.logs_unhandled,
                     duration=took,
+                    declined=declined,
                 )
                 _propagate(error)
             _chain(failure, error)
             # raising what the framework lets through (FastStream's NackMessage) is steering
             steered = self._passes_through(tables, failure)
             kind: OutcomeKind = "handled" if steered else "failed"
-            await self._report(kind, error, handler.func, context, tables, duration=took)
+            await self._report(
+                kind, error, handler.func, context, tables, duration=took, declined=declined
+            )
             raise
+        except Decline:  # the next candidate's turn; a BaseException: cancellation is not one
+            error.__traceback__ = traceback
+            declined = (*declined, handler.func)
+            return await self._ask(candidate.rest, error, tables, context, convert, declined)
         if publish:
             if convert is not None:
                 try:
@@ -765,6 +916,7 @@ class ExceptionMiddleware:
                         detail,
                         shown=failure,
                         duration=perf_counter() - started if started else None,
+                        declined=declined,
                     )
                     return _new_outcome(Outcome, (False, None, handler.func, error))
         elif value is not None and handler.drops_values:
@@ -774,7 +926,9 @@ class ExceptionMiddleware:
         observer.record(kind, error, handler.func, context)
         if observer.hooks:
             took = perf_counter() - started if started else None
-            await observer.notify(kind, error, handler.func, context, tables.framework, took)
+            await observer.notify(
+                kind, error, handler.func, context, tables.framework, took, declined
+            )
         # tuple.__new__ directly: NamedTuple's own __new__ is a Python-level call
         return _new_outcome(Outcome, (publish, value if publish else None, handler.func, error))
 
@@ -783,18 +937,16 @@ class ExceptionMiddleware:
         take this leaf of a group."""
         if not isinstance(leaf, Exception):
             return False
-        routes = self._routes(tables, type(leaf))
-        match = routes.publish or routes.general
-        return (
-            match is not None
-            and match.handler in tables.users
-            and match.handler.func is not reraise
-        )
+        for candidate in self._route(tables, type(leaf)).candidates:
+            if candidate.handler in tables.users and not candidate.passes:
+                return True
+            if candidate.condition is None:  # what follows is asked only after a decline
+                return False
+        return False
 
     def _passes_through(self, tables: _Tables, error: Exception) -> bool:
-        routes = self._routes(tables, type(error))
-        match = routes.publish or routes.general
-        return match is not None and match.handler.func is reraise
+        certain = self._route(tables, type(error)).certain
+        return certain is not None and certain.passes
 
     async def _report(
         self,
@@ -808,35 +960,81 @@ class ExceptionMiddleware:
         log: bool = True,
         shown: BaseException | None = None,
         duration: float | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> None:
         self._observer.record(kind, error, handler, context, detail, log=log, shown=shown)
         if self._observer.hooks:
             framework = None if tables is None else tables.framework
-            await self._observer.notify(kind, error, handler, context, framework, duration)
+            await self._observer.notify(
+                kind, error, handler, context, framework, duration, declined
+            )
 
 
-def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
-    """The uncached rule: the nearest class in the MRO, for each map.
+def _layered(
+    base: _Tables,
+    publish: dict[type, Handler],
+    general: dict[type, Handler],
+    supplied: frozenset[str] | None,
+) -> tuple[_Entries, _Entries]:
+    """The user's registrations over a framework's defaults. An unconditional registration of
+    the user's for a class replaces the framework's for it (in both maps); conditional ones are
+    asked before them, a side-effect one among the fallbacks when the default is a fallback."""
 
-    A pass-through (`reraise`) resolves by MRO position alone, whichever map holds it: it beats
-    a farther handler of either kind and loses to a nearer one, so that a framework's
-    `reraise` default on a base class never shadows the user's handler for a subclass.
-    """
-    group_only = issubclass(cls, BaseExceptionGroup)
-    publish = general = None
-    publish_at = general_at = 0
-    for at, klass in enumerate(cls.__mro__):
-        if group_only and not issubclass(klass, BaseExceptionGroup):
-            continue
-        if publish is None and (handler := tables.publish.get(klass)) is not None:
-            publish, publish_at = _Match(handler, Resolution(handler.func, True, klass)), at
-        if general is None and (handler := tables.general.get(klass)) is not None:
-            general, general_at = _Match(handler, Resolution(handler.func, False, klass)), at
-    if publish is None or general is None:
-        return _Routes(publish, general)
-    if reraise not in (publish.handler.func, general.handler.func):
-        return _Routes(publish, general)
-    return _Routes(None, general) if general_at < publish_at else _Routes(publish, None)
+    def mine(table: _Entries) -> _Entries:  # a handler runs only where it can be filled
+        if supplied is None:
+            return table
+        kept = {k: tuple(e for e in es if e.handler.fillable(supplied)) for k, es in table.items()}
+        return {k: es for k, es in kept.items() if es}
+
+    user_publish, user_general = mine(base.publish), mine(base.general)
+    replaced = {
+        k
+        for table in (user_publish, user_general)
+        for k, es in table.items()
+        if any(e.condition is None for e in es)
+    }
+    layered_publish: _Entries = {
+        k: (Entry(h, None, True),) for k, h in publish.items() if k not in replaced
+    }
+    layered_general: _Entries = {
+        k: (Entry(h, None, False),) for k, h in general.items() if k not in replaced
+    }
+    for k, es in user_general.items():
+        if k in layered_publish:  # before the framework's fallback for the same class
+            layered_publish[k] = (*es, *layered_publish[k])
+        else:
+            layered_general[k] = (*es, *layered_general.get(k, ()))
+    for k, es in user_publish.items():
+        layered_publish[k] = (*es, *layered_publish.get(k, ()))
+    return layered_publish, layered_general
+
+
+def _class_of(error: object, where: str) -> type[BaseException]:
+    if isinstance(error, BaseException):
+        return type(error)
+    if isinstance(error, type) and issubclass(error, BaseException):
+        return error
+    raise TypeError(f"{where}() takes an exception or an exception class, got {safe_repr(error)}")
+
+
+def _truth(value: object) -> bool:
+    if value is True or value is False:
+        return value
+    if inspect.isawaitable(value):  # an async callable that hid as a plain one
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("a condition returned an awaitable: conditions are plain functions")
+    return bool(value)
+
+
+def _holds_quietly(condition: Condition, error: BaseException) -> bool:
+    """A condition evaluated for `resolve`: one that raises does not hold, as in `handle`,
+    where it is also logged and counted."""
+    try:
+        return _truth(condition(error))
+    except (Exception, Decline):
+        return False
 
 
 async def _unless_let_through(run: Awaitable[Outcome], leaf: Exception) -> Outcome | None:
