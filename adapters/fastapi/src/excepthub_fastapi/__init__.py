@@ -36,9 +36,11 @@ from ._middleware import (
     DEFAULTS,
     STARLETTE_DEFAULTS,
     ExcepthubMiddleware,
+    StatusCode,
     middleware,
     router_handlers,
     starlette_http_exception_handler,
+    status_code,
     websocket_exception_handler,
 )
 
@@ -49,8 +51,10 @@ __all__ = [
     "DEFAULTS",
     "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
+    "StatusCode",
     "middleware",
     "router_handlers",
     "starlette_http_exception_handler",
+    "status_code",
     "websocket_exception_handler",
 ]
