@@ -172,7 +172,8 @@ def warn_shadowed(pairs: Iterable[tuple[Resolution, Resolution]], *, stacklevel:
             f"never runs for {hidden.key.__qualname__} errors: the fallback handler "
             f"{_handler_name(by)} for its base class {by.key.__qualname__} takes it first "
             "(fallback handlers are asked before side-effect handlers, however far up the "
-            "MRO; only a Decline from it passes the error on). For both, register the side effect as an on_error hook, or a fallback "
+            "MRO; only a Decline from it passes the error on). For both, register the side "
+            "effect as an on_error hook, or a fallback "
             f"for {hidden.key.__qualname__} that does both (the documentation's Concepts "
             "page, 'Shadowed side-effect handlers')",
             ShadowedHandlerWarning,

@@ -244,3 +244,17 @@ async def test_fastmcp_with_no_candidate_left_the_error_goes_on_as_without_handl
     assert answers[0][0] is True
     assert records[0] == records[1]
     assert records[0]  # FastMCP's own record of the error, once
+
+
+async def test_fastmcp_an_error_a_condition_takes_is_logged_once_by_excepthub(
+    fastmcp_logs: pytest.LogCaptureFixture,
+) -> None:
+    exc = ExceptionMiddleware()
+    exc.add_handler(Upstream, publish=True, when=lambda error: error.status_code == 429)(sorry)
+
+    fastmcp_logs.set_level(logging.INFO, logger="excepthub")
+    async with Client(mcp_server(exc)) as client:
+        result = await client.call_tool_mcp("fetch", {"code": 429})
+
+    assert result.structured_content == {"error": "sorry"}
+    assert [r.name for r in fastmcp_logs.records if r.levelno >= logging.INFO] == ["excepthub"]

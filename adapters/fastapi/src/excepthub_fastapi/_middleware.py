@@ -605,7 +605,7 @@ async def _ask_routers(
             return outcome, error, reported
         except Exception as raised:
             if raised is error:
-                resolution = registry.resolve(type(_only_leaf(error)), defaults=framework.router)
+                resolution = registry.resolve(_only_leaf(error), defaults=framework.router)
                 if resolution is not None and resolution.handler is not excepthub.reraise:
                     reported = True  # its handler re-raised it: the core reported it unhandled
             elif not isinstance(raised, BaseExceptionGroup):
