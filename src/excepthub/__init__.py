@@ -7,6 +7,7 @@ One registry, `ExceptionMiddleware`, holds side-effect `handlers` and fallback
 from fast_depends import Depends
 
 from ._candidates import Decline
+from ._defaults import Defaults, ExceptionKey
 from ._handlers import Context
 from ._observe import ErrorHook
 from ._outcome import (
@@ -19,7 +20,7 @@ from ._outcome import (
     ShadowedHandlerWarning,
     reraise,
 )
-from ._registry import Defaults, ExceptionKey, ExceptionMiddleware
+from ._registry import ExceptionMiddleware
 from ._retry import Retry
 from ._version import __version__
 

@@ -23,7 +23,18 @@ from typing import Any, NamedTuple
 from ._handlers import Handler, safe_repr
 from ._outcome import Resolution, reraise
 
-__all__ = ["Candidate", "Condition", "Decline", "Entry", "Route", "check_condition", "route"]
+__all__ = [
+    "Candidate",
+    "Condition",
+    "Decline",
+    "Entry",
+    "Route",
+    "check_condition",
+    "holds_quietly",
+    "layered",
+    "route",
+    "truth",
+]
 
 Condition = Callable[[Any], bool]
 """A registration's condition: called with the error, on the event loop; true when it applies."""
@@ -177,3 +188,65 @@ def check_condition(when: object, where: str) -> None:
             f"{where}: the condition {safe_repr(when)} cannot be called with the error alone "
             f"(its signature is {signature}); give it one positional parameter, the error"
         ) from None
+
+
+def truth(value: object) -> bool:
+    """What a condition's answer means; an awaitable is a `TypeError` (an async callable that
+    hid as a plain one), never a truth."""
+    if value is True or value is False:
+        return value
+    if inspect.isawaitable(value):  # an async callable that hid as a plain one
+        close = getattr(value, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("a condition returned an awaitable: conditions are plain functions")
+    return bool(value)
+
+
+def holds_quietly(condition: Condition, error: BaseException) -> bool:
+    """A condition evaluated for `resolve`: one that raises does not hold, as in `handle`,
+    where it is also logged and counted."""
+    try:
+        return truth(condition(error))
+    except (Exception, Decline):
+        return False
+
+
+def layered(
+    base_publish: Mapping[type, tuple[Entry, ...]],
+    base_general: Mapping[type, tuple[Entry, ...]],
+    publish: dict[type, Handler],
+    general: dict[type, Handler],
+    supplied: frozenset[str] | None,
+) -> tuple[dict[type, tuple[Entry, ...]], dict[type, tuple[Entry, ...]]]:
+    """The user's registrations over a framework's defaults. An unconditional registration of
+    the user's for a class replaces the framework's for it (in both maps); conditional ones are
+    asked before them, a side-effect one among the fallbacks when the default is a fallback."""
+
+    def mine(table: Mapping[type, tuple[Entry, ...]]) -> Mapping[type, tuple[Entry, ...]]:
+        if supplied is None:  # else a handler runs only where it can be filled
+            return table
+        kept = {k: tuple(e for e in es if e.handler.fillable(supplied)) for k, es in table.items()}
+        return {k: es for k, es in kept.items() if es}
+
+    user_publish, user_general = mine(base_publish), mine(base_general)
+    replaced = {
+        k
+        for table in (user_publish, user_general)
+        for k, es in table.items()
+        if any(e.condition is None for e in es)
+    }
+    layered_publish: dict[type, tuple[Entry, ...]] = {
+        k: (Entry(h, None, True),) for k, h in publish.items() if k not in replaced
+    }
+    layered_general: dict[type, tuple[Entry, ...]] = {
+        k: (Entry(h, None, False),) for k, h in general.items() if k not in replaced
+    }
+    for k, es in user_general.items():
+        if k in layered_publish:  # before the framework's fallback for the same class
+            layered_publish[k] = (*es, *layered_publish[k])
+        else:
+            layered_general[k] = (*es, *layered_general.get(k, ()))
+    for k, es in user_publish.items():
+        layered_publish[k] = (*es, *layered_publish.get(k, ()))
+    return layered_publish, layered_general

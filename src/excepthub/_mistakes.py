@@ -18,7 +18,7 @@ from ._handlers import Handler, safe_repr
 from ._outcome import DroppedValueWarning, Resolution, ShadowedHandlerWarning, reraise
 
 if TYPE_CHECKING:
-    from ._registry import Defaults
+    from ._defaults import Defaults
 
 __all__ = [
     "check_error_parameter",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import perf_counter
 from types import MappingProxyType
@@ -20,8 +19,6 @@ from typing import (
     Final,
     Literal,
     NoReturn,
-    Protocol,
-    TypeAlias,
     TypeVar,
     cast,
     overload,
@@ -29,7 +26,18 @@ from typing import (
 
 from fast_depends import Provider
 
-from ._candidates import Candidate, Condition, Decline, Entry, Route, check_condition, route
+from ._candidates import (
+    Candidate,
+    Decline,
+    Entry,
+    Route,
+    check_condition,
+    holds_quietly,
+    layered,
+    route,
+    truth,
+)
+from ._defaults import FRAMEWORKS, Defaults, ExceptionKey, HandlerMap, flatten, keys_of
 from ._groups import leaves, only_leaf, remainder
 from ._handlers import Handler, compile_handler, safe_repr
 from ._mistakes import (
@@ -49,18 +57,7 @@ from ._outcome import (
 )
 from ._retry import Retry
 
-__all__ = ["Defaults", "ExceptionMiddleware", "ExceptionKey"]
-
-ExceptionKey: TypeAlias = type[Exception] | tuple[type[Exception], ...]
-"""What a handler is registered for: an `Exception` subclass or a tuple of them."""
-
-
-class HandlerMap(Protocol):
-    """`{class or tuple of classes: handler}`, as a protocol because `Mapping` is invariant in
-    its key: a `dict[type[KeyError], ...]` is accepted where exception classes are expected."""
-
-    def items(self) -> Iterable[tuple[ExceptionKey, Callable[..., Any]]]: ...
-
+__all__ = ["MEMO_SIZE", "ExceptionMiddleware"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _E = TypeVar("_E", bound=Exception)
@@ -71,86 +68,6 @@ _new_outcome: Final = tuple.__new__
 
 MEMO_SIZE: Final = 1024
 """How many exception classes one memo remembers; the oldest is forgotten first."""
-
-
-class Defaults:
-    """A framework's own handlers, layered under the user's by an adapter.
-
-    They resolve by the same MRO rule as the user's handlers, so they win over a broad user
-    handler such as `Exception`; a user handler for the same class replaces them.
-
-    ```python
-    FASTSTREAM = Defaults("faststream", handlers={IgnoredException: reraise},
-                          publish_handlers={IgnoredException: reraise})
-    await exc.handle(error, defaults=FASTSTREAM, message=msg)
-    ```
-
-    `logs_unhandled=True` says the framework itself logs an error that goes on unhandled (the
-    server's "Exception in ASGI application", FastStream's consumer log): excepthub then counts
-    it and shows it to hooks, but writes no record of its own, so the error is logged once.
-
-    `framework` names the framework on every `ErrorEvent` of this layering (`"fastapi"`); an
-    adapter with several layerings for one framework gives each its own `name` and the same
-    `framework`. It defaults to `name`.
-
-    `supplies` names the context values the adapter passes to `handle` under this layering
-    (`("request", "websocket", "correlation_id")`). Then a handler that asks for a value the
-    framework does not supply is left out of this layering (it runs where it can be filled),
-    and `ExceptionMiddleware.plug_in` refuses a handler that no plugged framework can fill.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "framework",
-        "handlers",
-        "logs_unhandled",
-        "name",
-        "publish_handlers",
-        "supplies",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        handlers: HandlerMap | None = None,
-        publish_handlers: HandlerMap | None = None,
-        logs_unhandled: bool = False,
-        supplies: Iterable[str] | None = None,
-        framework: str | None = None,
-    ) -> None:
-        if not isinstance(name, str) or (framework is not None and not isinstance(framework, str)):
-            raise TypeError(
-                f"Defaults: name and framework must be str, got {safe_repr(name)}, "
-                f"{safe_repr(framework)}"
-            )
-        if not isinstance(logs_unhandled, bool):
-            raise TypeError(f"logs_unhandled must be a bool, got {safe_repr(logs_unhandled)}")
-        if isinstance(supplies, str) or (
-            supplies is not None and not all(isinstance(n, str) for n in supplies)
-        ):
-            raise TypeError(
-                f"supplies must be an iterable of context names, got {safe_repr(supplies)}"
-            )
-        self.name = name
-        self.framework = name if framework is None else framework
-        self.logs_unhandled = logs_unhandled
-        self.supplies: frozenset[str] | None = None if supplies is None else frozenset(supplies)
-        if self.supplies is not None:
-            _FRAMEWORKS.add(self)
-        self.handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
-            _flatten(handlers, "handlers")
-        )
-        self.publish_handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
-            _flatten(publish_handlers, "publish_handlers")
-        )
-
-    def __repr__(self) -> str:
-        return f"Defaults({self.name!r})"
-
-
-_FRAMEWORKS: Final[weakref.WeakSet[Defaults]] = weakref.WeakSet()
-"""Every layering that says what it supplies: the frameworks whose adapters are imported."""
 
 
 _Entries = dict[type, tuple[Entry, ...]]
@@ -255,8 +172,8 @@ class ExceptionMiddleware:
         self._plugged: tuple[Defaults, ...] = ()  # the frameworks it serves, by their defaults
         self._warned: set[tuple[type, type]] = set()  # shadowed pairs warned about already
         entries = [
-            *self._compile(_flatten(publish_handlers, "publish_handlers"), publish=True),
-            *self._compile(_flatten(handlers, "handlers"), publish=False),
+            *self._compile(flatten(publish_handlers, "publish_handlers"), publish=True),
+            *self._compile(flatten(handlers, "handlers"), publish=False),
         ]
         self._register(entries)
         for framework in self.serves:
@@ -320,7 +237,7 @@ class ExceptionMiddleware:
         may have several conditional registrations, asked in registration order before its
         unconditional one (which a new unconditional registration replaces).
         """
-        keys = _keys(exc)
+        keys = keys_of(exc)
         if when is not None:
             check_condition(when, f"add_handler({safe_repr(exc)})")
         if not isinstance(publish, bool):
@@ -426,7 +343,7 @@ class ExceptionMiddleware:
     def _register(self, entries: list[tuple[type[Exception], Entry]]) -> None:
         with self._lock:
             for key, entry in entries:  # before anything changes: a refusal changes nothing
-                check_fillable(entry.handler, key, self._plugged, list(_FRAMEWORKS))
+                check_fillable(entry.handler, key, self._plugged, list(FRAMEWORKS))
             # copied, never changed in place: a snapshot taken before stays as it was
             user = {kind: dict(funcs) for kind, funcs in self._user.items()}
             compiled = {kind: dict(handlers) for kind, handlers in self._compiled.items()}
@@ -497,7 +414,7 @@ class ExceptionMiddleware:
             for publish in (True, False):
                 for key, entries in self._compiled[publish].items():
                     for entry in entries:
-                        check_fillable(entry.handler, key, plugged, list(_FRAMEWORKS))
+                        check_fillable(entry.handler, key, plugged, list(FRAMEWORKS))
             self._plugged = plugged
 
     if not TYPE_CHECKING:  # at run time only: to a type checker, a registry is no middleware
@@ -556,7 +473,7 @@ class ExceptionMiddleware:
         if isinstance(error, type):
             return None if found.certain is None else found.certain.resolution
         for candidate in found.candidates:
-            if candidate.condition is None or _holds_quietly(candidate.condition, error):
+            if candidate.condition is None or holds_quietly(candidate.condition, error):
                 return candidate.resolution
         return None
 
@@ -598,7 +515,9 @@ class ExceptionMiddleware:
                 )
             publish, general = self._defaults[defaults]
             tables = _Tables(
-                *_layered(state.base, publish, general, defaults.supplies),
+                *layered(
+                    state.base.publish, state.base.general, publish, general, defaults.supplies
+                ),
                 logs_unhandled=not defaults.logs_unhandled,
                 users=state.base.users,
                 framework=defaults.framework,
@@ -764,7 +683,7 @@ class ExceptionMiddleware:
         condition = candidate.condition
         assert condition is not None
         try:
-            return _truth(condition(error))
+            return truth(condition(error))
         except Decline:
             return False
         except Exception as failure:
@@ -980,71 +899,12 @@ class ExceptionMiddleware:
             )
 
 
-def _layered(
-    base: _Tables,
-    publish: dict[type, Handler],
-    general: dict[type, Handler],
-    supplied: frozenset[str] | None,
-) -> tuple[_Entries, _Entries]:
-    """The user's registrations over a framework's defaults. An unconditional registration of
-    the user's for a class replaces the framework's for it (in both maps); conditional ones are
-    asked before them, a side-effect one among the fallbacks when the default is a fallback."""
-
-    def mine(table: _Entries) -> _Entries:  # a handler runs only where it can be filled
-        if supplied is None:
-            return table
-        kept = {k: tuple(e for e in es if e.handler.fillable(supplied)) for k, es in table.items()}
-        return {k: es for k, es in kept.items() if es}
-
-    user_publish, user_general = mine(base.publish), mine(base.general)
-    replaced = {
-        k
-        for table in (user_publish, user_general)
-        for k, es in table.items()
-        if any(e.condition is None for e in es)
-    }
-    layered_publish: _Entries = {
-        k: (Entry(h, None, True),) for k, h in publish.items() if k not in replaced
-    }
-    layered_general: _Entries = {
-        k: (Entry(h, None, False),) for k, h in general.items() if k not in replaced
-    }
-    for k, es in user_general.items():
-        if k in layered_publish:  # before the framework's fallback for the same class
-            layered_publish[k] = (*es, *layered_publish[k])
-        else:
-            layered_general[k] = (*es, *layered_general.get(k, ()))
-    for k, es in user_publish.items():
-        layered_publish[k] = (*es, *layered_publish.get(k, ()))
-    return layered_publish, layered_general
-
-
 def _class_of(error: object, where: str) -> type[BaseException]:
     if isinstance(error, BaseException):
         return type(error)
     if isinstance(error, type) and issubclass(error, BaseException):
         return error
     raise TypeError(f"{where}() takes an exception or an exception class, got {safe_repr(error)}")
-
-
-def _truth(value: object) -> bool:
-    if value is True or value is False:
-        return value
-    if inspect.isawaitable(value):  # an async callable that hid as a plain one
-        close = getattr(value, "close", None)
-        if close is not None:
-            close()
-        raise TypeError("a condition returned an awaitable: conditions are plain functions")
-    return bool(value)
-
-
-def _holds_quietly(condition: Condition, error: BaseException) -> bool:
-    """A condition evaluated for `resolve`: one that raises does not hold, as in `handle`,
-    where it is also logged and counted."""
-    try:
-        return _truth(condition(error))
-    except (Exception, Decline):
-        return False
 
 
 async def _unless_let_through(run: Awaitable[Outcome], leaf: Exception) -> Outcome | None:
@@ -1087,47 +947,3 @@ def _chain(failure: BaseException, original: BaseException) -> None:
         seen.add(id(tail))
     if tail is not original:
         tail.__context__ = original
-
-
-def _keys(exc: object) -> tuple[type[Exception], ...]:
-    keys = exc if isinstance(exc, tuple) else (exc,)
-    if not keys:
-        raise TypeError("cannot register a handler for an empty tuple of exception classes")
-    for key in keys:
-        _check_key(key)
-    return keys
-
-
-def _check_key(key: object) -> None:
-    if not isinstance(key, type) or not issubclass(key, BaseException):
-        raise TypeError(
-            f"cannot register a handler for {safe_repr(key)}: it is not an exception class"
-        )
-    if not issubclass(key, Exception):
-        raise TypeError(
-            f"cannot register a handler for {key.__qualname__}: it is a BaseException that is "
-            "not an Exception (cancellation, KeyboardInterrupt, SystemExit, GeneratorExit), "
-            "which excepthub never handles"
-        )
-
-
-def _flatten(handlers: object, where: str) -> dict[type[Exception], Callable[..., Any]]:
-    """`{key_or_tuple: handler}` as `{class: handler}`, checked; `TypeError` names the culprit."""
-    if handlers is None:
-        return {}
-    if not isinstance(handlers, Mapping):
-        raise TypeError(f"{where} must be a mapping of exception classes to handlers")
-    flat: dict[type[Exception], Callable[..., Any]] = {}
-    for key, func in handlers.items():
-        try:
-            keys = _keys(key)
-        except TypeError as error:
-            raise TypeError(f"{where}: {error} (handler {safe_repr(func)})") from None
-        if not callable(func):
-            names = ", ".join(k.__qualname__ for k in keys)
-            raise TypeError(
-                f"{where}: cannot register {safe_repr(func)} for {names}: it is not callable"
-            )
-        for one in keys:
-            flat[one] = func
-    return flat
