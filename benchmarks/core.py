@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from excepthub import Context, Depends, ErrorHook, ExceptionMiddleware
+from excepthub import Context, Decline, Depends, ErrorHook, ExceptionMiddleware
 
 from ._timing import Case, Work
 
@@ -96,6 +97,7 @@ def cases() -> list[Case]:
         Case("core", "error, 2 Depends (1 yield)", "try/except", floor_error, ours_depends, 500),
         *_scaling(),
         *_telemetry(),
+        *_conditions(),
     ]
 
 
@@ -175,4 +177,73 @@ def _telemetry() -> Iterator[Case]:
         "no-op hook",
         error(noop),
         error(registry(sentry)),
+    )
+
+
+class Throttled(LookupError):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+
+
+def _conditions() -> Iterator[Case]:
+    """Conditions and declines: none on an error's path costs nothing (the first row compares
+    a registry with a conditional registration elsewhere against one without any); on the
+    path, a condition is one call, and a decline one more handler's call."""
+    plain = ExceptionMiddleware(logger=None)
+    plain.add_handler(NotFound, publish=True)(fallback)
+    elsewhere = ExceptionMiddleware(logger=None)
+    elsewhere.add_handler(NotFound, publish=True)(fallback)
+    elsewhere.add_handler(Throttled, publish=True, when=lambda error: error.status_code == 429)(
+        fallback
+    )
+    conditional = ExceptionMiddleware(logger=None)
+    conditional.add_handler(LookupError, publish=True)(fallback)
+    conditional.add_handler(Throttled, publish=True, when=lambda error: error.status_code == 429)(
+        fallback
+    )
+    declining = ExceptionMiddleware(logger=None)
+    declining.add_handler(LookupError, publish=True)(fallback)
+
+    @declining.add_handler(Throttled, publish=True)
+    async def only_429(error: Throttled) -> str:
+        if error.status_code != 429:
+            raise Decline
+        return "busy"
+
+    def ours(exc: ExceptionMiddleware, error: type[Exception], *args: int) -> Callable[[], Any]:
+        async def run() -> str:
+            try:
+                raise error(*args)
+            except Exception as raised:
+                return str((await exc.handle(raised)).value)
+
+        return run
+
+    async def floor() -> str:
+        try:
+            raise Throttled(500)
+        except Throttled as error:
+            return await fallback(error)
+
+    yield Case(
+        "conditions",
+        "error, no condition on its path (one elsewhere)",
+        "the same, no condition registered",
+        ours(plain, NotFound),
+        ours(elsewhere, NotFound),
+    )
+    yield Case(
+        "conditions",
+        "error, a condition that does not hold, then the next",
+        "try/except",
+        floor,
+        ours(conditional, Throttled, 500),
+    )
+    yield Case(
+        "conditions",
+        "error, a handler that declines, then the next",
+        "try/except",
+        floor,
+        ours(declining, Throttled, 500),
     )

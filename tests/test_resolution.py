@@ -138,11 +138,11 @@ def test_group_class_resolves_to_a_group_handler() -> None:
     assert exc.resolve(ExceptionGroup) == Resolution(other, False, ExceptionGroup)
 
 
-def test_resolve_rejects_what_is_not_an_exception_class() -> None:
+def test_resolve_rejects_what_is_neither_an_exception_nor_its_class() -> None:
     exc = ExceptionMiddleware()
 
-    with pytest.raises(TypeError, match="resolve\\(\\) takes an exception class, got ValueError"):
-        exc.resolve(ValueError())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="resolve\\(\\) takes an exception or an exception class"):
+        exc.resolve("ValueError")  # type: ignore[arg-type]
 
 
 def test_resolve_with_side_effect_handlers_only_leaves_fallbacks_out() -> None:

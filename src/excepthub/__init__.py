@@ -6,6 +6,8 @@ One registry, `ExceptionMiddleware`, holds side-effect `handlers` and fallback
 
 from fast_depends import Depends
 
+from ._candidates import Decline
+from ._defaults import Defaults, ExceptionKey
 from ._handlers import Context
 from ._observe import ErrorHook
 from ._outcome import (
@@ -18,12 +20,13 @@ from ._outcome import (
     ShadowedHandlerWarning,
     reraise,
 )
-from ._registry import Defaults, ExceptionKey, ExceptionMiddleware
+from ._registry import ExceptionMiddleware
 from ._retry import Retry
 from ._version import __version__
 
 __all__ = [
     "Context",
+    "Decline",
     "Defaults",
     "Depends",
     "DroppedValueWarning",

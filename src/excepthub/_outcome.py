@@ -25,15 +25,17 @@ exception), or `retried` (a transient error; the work ran again)."""
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """Which handler an exception class reaches: `exc.resolve(KeyError)`.
+    """A registration an exception reaches: `exc.resolve(KeyError)`, `exc.candidates(...)`.
 
     `key` is the registered class that matched (the nearest in the MRO); `publish` tells a
-    fallback handler (its value replaces the result) from a side-effect handler.
+    fallback handler (its value replaces the result) from a side-effect handler; `condition`
+    is the registration's `when=`, or `None` for an unconditional one.
     """
 
     handler: Callable[..., Any]
     publish: bool
     key: type[BaseException]
+    condition: Callable[[Any], bool] | None = None
 
 
 class Outcome(NamedTuple):
@@ -64,6 +66,10 @@ class ErrorEvent:
     duration: float | None = None
     """Seconds the deciding handler ran (its dependencies included), or `None` when no handler
     ran. Measured only while the registry has hooks: without them no clock is read."""
+    declined: tuple[Callable[..., Any], ...] = ()
+    """The handlers asked before the outcome was decided that passed the error on: each one
+    that raised `Decline` or whose registration's condition did not hold (or raised), in the
+    order asked."""
 
     @property
     def correlation_id(self) -> Any:

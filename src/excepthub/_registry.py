@@ -7,14 +7,9 @@ once `add_handler` has returned.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import threading
-import types
-import typing
-import warnings
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import perf_counter
 from types import MappingProxyType
@@ -23,43 +18,49 @@ from typing import (
     Any,
     Final,
     Literal,
-    NamedTuple,
     NoReturn,
-    Protocol,
-    TypeAlias,
     TypeVar,
+    cast,
     overload,
 )
 
 from fast_depends import Provider
 
+from ._candidates import (
+    Candidate,
+    Decline,
+    Entry,
+    Route,
+    check_condition,
+    holds_quietly,
+    layered,
+    route,
+    truth,
+)
+from ._defaults import FRAMEWORKS, Defaults, ExceptionKey, HandlerMap, flatten, keys_of
 from ._groups import leaves, only_leaf, remainder
 from ._handlers import Handler, compile_handler, safe_repr
+from ._mistakes import (
+    check_error_parameter,
+    check_fillable,
+    check_returns,
+    shadowed,
+    shadowed_pair,
+    warn_dropped,
+    warn_shadowed,
+)
 from ._observe import ErrorHook, Observer
 from ._outcome import (
-    DroppedValueWarning,
     Outcome,
     OutcomeKind,
     Resolution,
-    ShadowedHandlerWarning,
-    reraise,
 )
 from ._retry import Retry
 
-__all__ = ["Defaults", "ExceptionMiddleware", "ExceptionKey"]
-
-ExceptionKey: TypeAlias = type[Exception] | tuple[type[Exception], ...]
-"""What a handler is registered for: an `Exception` subclass or a tuple of them."""
-
-
-class HandlerMap(Protocol):
-    """`{class or tuple of classes: handler}`, as a protocol because `Mapping` is invariant in
-    its key: a `dict[type[KeyError], ...]` is accepted where exception classes are expected."""
-
-    def items(self) -> Iterable[tuple[ExceptionKey, Callable[..., Any]]]: ...
-
+__all__ = ["MEMO_SIZE", "ExceptionMiddleware"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_E = TypeVar("_E", bound=Exception)
 _SideEffect = TypeVar("_SideEffect", bound=Callable[..., Awaitable[None] | None])
 _T = TypeVar("_T")
 
@@ -69,107 +70,19 @@ MEMO_SIZE: Final = 1024
 """How many exception classes one memo remembers; the oldest is forgotten first."""
 
 
-class Defaults:
-    """A framework's own handlers, layered under the user's by an adapter.
-
-    They resolve by the same MRO rule as the user's handlers, so they win over a broad user
-    handler such as `Exception`; a user handler for the same class replaces them.
-
-    ```python
-    FASTSTREAM = Defaults("faststream", handlers={IgnoredException: reraise},
-                          publish_handlers={IgnoredException: reraise})
-    await exc.handle(error, defaults=FASTSTREAM, message=msg)
-    ```
-
-    `logs_unhandled=True` says the framework itself logs an error that goes on unhandled (the
-    server's "Exception in ASGI application", FastStream's consumer log): excepthub then counts
-    it and shows it to hooks, but writes no record of its own, so the error is logged once.
-
-    `framework` names the framework on every `ErrorEvent` of this layering (`"fastapi"`); an
-    adapter with several layerings for one framework gives each its own `name` and the same
-    `framework`. It defaults to `name`.
-
-    `supplies` names the context values the adapter passes to `handle` under this layering
-    (`("request", "websocket", "correlation_id")`). Then a handler that asks for a value the
-    framework does not supply is left out of this layering (it runs where it can be filled),
-    and `ExceptionMiddleware.plug_in` refuses a handler that no plugged framework can fill.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "framework",
-        "handlers",
-        "logs_unhandled",
-        "name",
-        "publish_handlers",
-        "supplies",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        handlers: HandlerMap | None = None,
-        publish_handlers: HandlerMap | None = None,
-        logs_unhandled: bool = False,
-        supplies: Iterable[str] | None = None,
-        framework: str | None = None,
-    ) -> None:
-        if not isinstance(name, str) or (framework is not None and not isinstance(framework, str)):
-            raise TypeError(
-                f"Defaults: name and framework must be str, got {safe_repr(name)}, "
-                f"{safe_repr(framework)}"
-            )
-        if not isinstance(logs_unhandled, bool):
-            raise TypeError(f"logs_unhandled must be a bool, got {safe_repr(logs_unhandled)}")
-        if isinstance(supplies, str) or (
-            supplies is not None and not all(isinstance(n, str) for n in supplies)
-        ):
-            raise TypeError(
-                f"supplies must be an iterable of context names, got {safe_repr(supplies)}"
-            )
-        self.name = name
-        self.framework = name if framework is None else framework
-        self.logs_unhandled = logs_unhandled
-        self.supplies: frozenset[str] | None = None if supplies is None else frozenset(supplies)
-        if self.supplies is not None:
-            _FRAMEWORKS.add(self)
-        self.handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
-            _flatten(handlers, "handlers")
-        )
-        self.publish_handlers: Mapping[type[Exception], Callable[..., Any]] = MappingProxyType(
-            _flatten(publish_handlers, "publish_handlers")
-        )
-
-    def __repr__(self) -> str:
-        return f"Defaults({self.name!r})"
-
-
-_FRAMEWORKS: Final[weakref.WeakSet[Defaults]] = weakref.WeakSet()
-"""Every layering that says what it supplies: the frameworks whose adapters are imported."""
-
-
-class _Match(NamedTuple):
-    handler: Handler
-    resolution: Resolution  # built once per memo entry: `resolve` allocates nothing
-
-
-class _Routes(NamedTuple):
-    """Both answers for one class: the nearest fallback handler and the nearest side-effect one."""
-
-    publish: _Match | None
-    general: _Match | None
+_Entries = dict[type, tuple[Entry, ...]]
+"""Registrations by class, each class's in the order asked (conditional ones, then the other)."""
 
 
 class _Tables:
-    """The maps one layering resolves over, and its memo."""
+    """The maps one layering resolves over, and its memo of each class's candidates."""
 
     __slots__ = ("framework", "general", "logs_unhandled", "memo", "publish", "users")
 
     def __init__(
         self,
-        publish: dict[type, Handler],
-        general: dict[type, Handler],
+        publish: _Entries,
+        general: _Entries,
         *,
         logs_unhandled: bool = True,
         users: frozenset[Handler] | None = None,
@@ -180,8 +93,12 @@ class _Tables:
         self.framework = framework  # on every event of this layering
         self.logs_unhandled = logs_unhandled  # excepthub writes the record of an unhandled error
         # the user's handlers, told apart from a framework's defaults layered in
-        self.users = frozenset((*publish.values(), *general.values())) if users is None else users
-        self.memo: dict[type, _Routes] = {}
+        if users is None:
+            users = frozenset(
+                e.handler for t in (publish, general) for es in t.values() for e in es
+            )
+        self.users = users
+        self.memo: dict[type, Route] = {}
 
 
 class _State:
@@ -249,14 +166,14 @@ class ExceptionMiddleware:
         self._observer = Observer(logger=logger, log_levels=log_levels, hooks=on_error)
         self._lock = threading.Lock()
         self._user: dict[bool, dict[type[Exception], Callable[..., Any]]] = {True: {}, False: {}}
-        self._compiled: dict[bool, dict[type, Handler]] = {True: {}, False: {}}
+        self._compiled: dict[bool, _Entries] = {True: {}, False: {}}
         self._defaults: dict[Defaults, tuple[dict[type, Handler], dict[type, Handler]]] = {}
         self._state = _State(_Tables({}, {}))
         self._plugged: tuple[Defaults, ...] = ()  # the frameworks it serves, by their defaults
         self._warned: set[tuple[type, type]] = set()  # shadowed pairs warned about already
         entries = [
-            *self._compile(_flatten(publish_handlers, "publish_handlers"), publish=True),
-            *self._compile(_flatten(handlers, "handlers"), publish=False),
+            *self._compile(flatten(publish_handlers, "publish_handlers"), publish=True),
+            *self._compile(flatten(handlers, "handlers"), publish=False),
         ]
         self._register(entries)
         for framework in self.serves:
@@ -266,21 +183,41 @@ class ExceptionMiddleware:
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, publish: Literal[False] = False, *, inline: bool | None = None
+        self,
+        exc: type[_E] | tuple[type[_E], ...],
+        publish: Literal[False] = False,
+        *,
+        inline: bool | None = None,
+        when: Callable[[_E], bool] | None = None,
     ) -> Callable[[_SideEffect], _SideEffect]: ...
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, publish: Literal[True], *, inline: bool | None = None
+        self,
+        exc: type[_E] | tuple[type[_E], ...],
+        publish: Literal[True],
+        *,
+        inline: bool | None = None,
+        when: Callable[[_E], bool] | None = None,
     ) -> Callable[[_F], _F]: ...
 
     @overload
     def add_handler(
-        self, exc: ExceptionKey, publish: bool, *, inline: bool | None = None
+        self,
+        exc: type[_E] | tuple[type[_E], ...],
+        publish: bool,
+        *,
+        inline: bool | None = None,
+        when: Callable[[_E], bool] | None = None,
     ) -> Callable[[_F], _F]: ...
 
     def add_handler(
-        self, exc: ExceptionKey, publish: bool = False, *, inline: bool | None = None
+        self,
+        exc: ExceptionKey,
+        publish: bool = False,
+        *,
+        inline: bool | None = None,
+        when: Callable[[Any], bool] | None = None,
     ) -> Callable[[_F], _F]:
         """Register the decorated function for `exc` (a class or a tuple of classes).
 
@@ -294,8 +231,15 @@ class ExceptionMiddleware:
         def log_missing(error: LookupError, log: Logger = Depends(get_logger)) -> None:
             log.warning("missing: %s", error)
         ```
+
+        `when` (a plain function of the error) makes the registration conditional: it is asked
+        only when `when(error)` is true, else the error goes to the next candidate. A class
+        may have several conditional registrations, asked in registration order before its
+        unconditional one (which a new unconditional registration replaces).
         """
-        keys = _keys(exc)
+        keys = keys_of(exc)
+        if when is not None:
+            check_condition(when, f"add_handler({safe_repr(exc)})")
         if not isinstance(publish, bool):
             raise TypeError(
                 f"add_handler({safe_repr(exc)}): publish must be a bool, got {safe_repr(publish)}"
@@ -307,7 +251,7 @@ class ExceptionMiddleware:
 
         def register(func: _F) -> _F:
             handler = self._compile_one(func, keys, inline, publish, stacklevel=3)
-            self._register([(key, handler, publish) for key in keys])
+            self._register([(key, Entry(handler, when, publish)) for key in keys])
             return func
 
         return register
@@ -322,29 +266,60 @@ class ExceptionMiddleware:
 
     @property
     def handlers(self) -> Mapping[type[Exception], Callable[..., Any]]:
-        """The side-effect handlers registered, read-only."""
+        """The unconditional side-effect handlers registered, read-only (`registrations()`
+        lists the conditional ones too)."""
         return MappingProxyType(self._user[False])
 
     @property
     def publish_handlers(self) -> Mapping[type[Exception], Callable[..., Any]]:
-        """The fallback handlers registered, read-only."""
+        """The unconditional fallback handlers registered, read-only (`registrations()` lists
+        the conditional ones too)."""
         return MappingProxyType(self._user[True])
+
+    def registrations(self) -> tuple[Resolution, ...]:
+        """Every registration of the user's: class (`key`), handler, `publish` and `condition`.
+
+        Fallback handlers first, then side-effect handlers; for each class in the order asked
+        (its conditional registrations in registration order, then its unconditional one).
+        Together with the order of candidates (the Concepts page) it is all `handle` goes by.
+        """
+        compiled = self._compiled
+        return tuple(
+            Resolution(e.handler.func, publish, key, e.condition)
+            for publish in (True, False)
+            for key, entries in compiled[publish].items()
+            for e in entries
+        )
+
+    def _snapshot(self) -> object:
+        """Every registration, opaque: `_restore` puts them back (for test overrides)."""
+        with self._lock:  # the maps are replaced, never changed in place: references suffice
+            return (self._compiled, self._user, set(self._warned))
+
+    def _restore(self, snapshot: object) -> None:
+        """Put back the registrations of a `_snapshot`; every memo starts afresh."""
+        compiled, user, warned = cast(
+            tuple[dict[bool, _Entries], dict[bool, dict[Any, Any]], set[Any]], snapshot
+        )
+        with self._lock:
+            self._compiled, self._user, self._warned = compiled, user, set(warned)
+            self._state = _State(_Tables(compiled[True], compiled[False]))
 
     def _compile(
         self, funcs: Mapping[type[Exception], Callable[..., Any]], *, publish: bool | None
-    ) -> list[tuple[type[Exception], Handler, bool]]:
+    ) -> list[tuple[type[Exception], Entry]]:
         compiled: dict[int, Handler] = {}  # one Handler per function, shared by its keys
         entries = []
         for key, func in funcs.items():
             handler = compiled.get(id(func)) or self._compile_one(func, (key,), None, publish)
             compiled[id(func)] = handler
-            entries.append((key, handler, bool(publish)))
+            entries.append((key, Entry(handler, None, bool(publish))))
         return entries
 
     def _compile_map(
         self, funcs: Mapping[type[Exception], Callable[..., Any]]
     ) -> dict[type, Handler]:
-        return {key: handler for key, handler, _ in self._compile(funcs, publish=None)}
+        return {key: entry.handler for key, entry in self._compile(funcs, publish=None)}
 
     def _compile_one(
         self,
@@ -362,68 +337,39 @@ class ExceptionMiddleware:
             )
         except TypeError as error:
             raise TypeError(f"cannot register {safe_repr(func)} for {names}: {error}") from None
-        accepted = handler.error_types
-        if accepted is not None:
-            for key in keys:
-                if not issubclass(key, accepted):  # it would be called with what it does not take
-                    wanted = " | ".join(c.__qualname__ for c in accepted)
-                    raise TypeError(
-                        f"cannot register {handler.name} for {key.__qualname__}: its error "
-                        f"parameter is annotated {wanted}, which {key.__qualname__} is not a "
-                        f"subclass of; annotate it {key.__qualname__} (or a base class of every "
-                        "class it is registered for), "
-                        f"or register it for {wanted}"
-                    )
+        check_error_parameter(handler, keys)
         if publish is False:
-            if _returns_value(handler.returns):
-                warnings.warn(
-                    f"{handler.name} is registered for {names} as a side-effect handler, but it "
-                    f"returns {_type_name(handler.returns)}: its value will be dropped. Register "
-                    "it with publish=True to send its value, or annotate it -> None",
-                    DroppedValueWarning,
-                    stacklevel=stacklevel,
-                )
-            elif handler.returns is inspect.Parameter.empty:
-                handler.drops_values = True  # not typed: warn the first time it returns a value
+            check_returns(handler, names, stacklevel=stacklevel)
         return handler
 
-    def _register(self, entries: list[tuple[type[Exception], Handler, bool]]) -> None:
+    def _register(self, entries: list[tuple[type[Exception], Entry]]) -> None:
         with self._lock:
-            for key, handler, _ in entries:  # before anything changes: a refusal changes nothing
-                _check_fillable(handler, key, self._plugged)
+            for key, entry in entries:  # before anything changes: a refusal changes nothing
+                check_fillable(entry.handler, key, self._plugged, list(FRAMEWORKS))
+            # copied, never changed in place: a snapshot taken before stays as it was
             user = {kind: dict(funcs) for kind, funcs in self._user.items()}
             compiled = {kind: dict(handlers) for kind, handlers in self._compiled.items()}
-            for key, handler, publish in entries:
-                user[publish][key] = handler.func
-                compiled[publish][key] = handler
+            for key, entry in entries:
+                publish, func, condition = entry.publish, entry.handler.func, entry.condition
+                kept = tuple(  # a new unconditional one replaces the old, as the same again does
+                    e
+                    for e in compiled[publish].get(key, ())
+                    if e.condition is not None
+                    and (condition is None or (e.handler.func, e.condition) != (func, condition))
+                )
+                if condition is None:
+                    user[publish][key] = func
+                    compiled[publish][key] = (*kept, entry)
+                else:  # before the unconditional one, after the conditional ones so far
+                    last = compiled[publish].get(key, ())[-1:]
+                    last = last if last and last[0].condition is None else ()
+                    compiled[publish][key] = (*kept, entry, *last)
             self._user, self._compiled = user, compiled
             self._state = _State(_Tables(compiled[True], compiled[False]))  # clears every memo
-            news = [pair for pair in _shadowed(self._state.base) if _pair(pair) not in self._warned]
-            self._warned.update(_pair(pair) for pair in news)
-        for hidden, by in news:
-            warnings.warn(
-                f"the side-effect handler {_handler_name(hidden)} for {hidden.key.__qualname__} "
-                f"never runs for {hidden.key.__qualname__} errors: the fallback handler "
-                f"{_handler_name(by)} for its base class {by.key.__qualname__} takes it first "
-                "(fallback handlers are asked before side-effect handlers, however far up the "
-                "MRO). For both, register the side effect as an on_error hook, or a fallback "
-                f"for {hidden.key.__qualname__} that does both (the documentation's Concepts "
-                "page, 'Shadowed side-effect handlers')",
-                ShadowedHandlerWarning,
-                stacklevel=3,  # the user's `add_handler` or constructor call
-            )
-
-    def _snapshot(self) -> object:
-        """Every registration, opaque, for `_restore` (test overrides put them back)."""
-        with self._lock:  # the maps are replaced, never changed in place: references suffice
-            return (self._user, self._compiled, self._state, set(self._warned))
-
-    def _restore(self, snapshot: object) -> None:
-        """Put back the registrations of a `_snapshot`; its memos belong to its own state."""
-        with self._lock:
-            user, compiled, state, warned = typing.cast(tuple[Any, Any, _State, set[Any]], snapshot)
-            self._user, self._compiled, self._state = user, compiled, state
-            self._warned = set(warned)
+            found = self._shadowed(self._state.base)
+            news = [pair for pair in found if shadowed_pair(pair) not in self._warned]
+            self._warned.update(shadowed_pair(pair) for pair in news)
+        warn_shadowed(news, stacklevel=3)  # the user's `add_handler` or constructor call
 
     def shadowed(self, *, defaults: Defaults | None = None) -> list[tuple[Resolution, Resolution]]:
         """Every side-effect handler that never runs for the direct instances of its class,
@@ -435,7 +381,19 @@ class ExceptionMiddleware:
         assert exc.shadowed() == []  # in a test: every side-effect handler can run
         ```
         """
-        return _shadowed(self._tables(defaults))
+        return self._shadowed(self._tables(defaults))
+
+    def _shadowed(self, tables: _Tables) -> list[tuple[Resolution, Resolution]]:
+        def nearest_fallback(cls: type) -> Resolution | None:
+            candidates = route(cls, tables.publish, tables.general).candidates
+            return next(
+                (c.resolution for c in candidates if c.condition is None and c.publish), None
+            )
+
+        side_effects = [
+            (key, e.handler) for key, es in tables.general.items() for e in es if not e.publish
+        ]
+        return shadowed(side_effects, nearest_fallback)
 
     # -- plug-in ------------------------------------------------------------------------
 
@@ -456,8 +414,9 @@ class ExceptionMiddleware:
         with self._lock:
             plugged = (*self._plugged, defaults)
             for publish in (True, False):
-                for key, handler in self._compiled[publish].items():
-                    _check_fillable(handler, key, plugged)
+                for key, entries in self._compiled[publish].items():
+                    for entry in entries:
+                        check_fillable(entry.handler, key, plugged, list(FRAMEWORKS))
             self._plugged = plugged
 
     if not TYPE_CHECKING:  # at run time only: to a type checker, a registry is no middleware
@@ -495,22 +454,50 @@ class ExceptionMiddleware:
 
     def resolve(
         self,
-        exc_type: type[BaseException],
+        error: BaseException | type[BaseException],
         *,
         defaults: Defaults | None = None,
         publish: bool = True,
     ) -> Resolution | None:
-        """Which handler an exception of class `exc_type` would reach, or `None`.
+        """Which handler an exception would reach, or `None`.
 
-        For an exception group class, only handlers keyed on group classes count: its leaves
-        are resolved one by one when `handle` takes the group apart. `publish=False` leaves
-        the fallback handlers out, as `handle(..., publish=False)` does.
+        Given the exception itself, the conditions are evaluated: the answer is the handler
+        that `handle` would call first (one whose condition raises counts as not holding; a
+        handler may still decline when it runs). Given a class, no condition can be: the
+        answer is its first unconditional candidate, the handler every error of the class
+        reaches when no condition before it holds (`candidates` lists them all).
+
+        For an exception group, only handlers keyed on group classes count: its leaves are
+        resolved one by one when `handle` takes the group apart. `publish=False` leaves the
+        fallback handlers out, as `handle(..., publish=False)` does.
         """
-        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-            raise TypeError(f"resolve() takes an exception class, got {safe_repr(exc_type)}")
-        routes = self._routes(self._tables(defaults, publish), exc_type)
-        match = routes.publish or routes.general
-        return None if match is None else match.resolution
+        found = self._route(self._tables(defaults, publish), _class_of(error, "resolve"))
+        if isinstance(error, type):
+            return None if found.certain is None else found.certain.resolution
+        for candidate in found.candidates:
+            if candidate.condition is None or holds_quietly(candidate.condition, error):
+                return candidate.resolution
+        return None
+
+    def candidates(
+        self,
+        error: BaseException | type[BaseException],
+        *,
+        defaults: Defaults | None = None,
+        publish: bool = True,
+    ) -> tuple[Resolution, ...]:
+        """Every registration an exception (or a class of them) may reach, in the order asked.
+
+        Conditions are not evaluated: each `Resolution` carries its own. The list ends at an
+        unconditional pass-through (`reraise`), past which nothing is asked. `defaults` and
+        `publish` as for `resolve`.
+
+        ```python
+        assert [r.handler for r in exc.candidates(KeyError)] == [fallback, log_missing]
+        ```
+        """
+        found = self._route(self._tables(defaults, publish), _class_of(error, "candidates"))
+        return tuple(candidate.resolution for candidate in found.candidates)
 
     def _tables(self, defaults: Defaults | None, publish: bool = True) -> _Tables:
         state = self._state
@@ -529,15 +516,10 @@ class ExceptionMiddleware:
                     self._compile_map(defaults.handlers),
                 )
             publish, general = self._defaults[defaults]
-            user_publish, user_general = state.base.publish, state.base.general
-            supplied = defaults.supplies
-            if supplied is not None:  # a handler runs only where its parameters can be filled
-                user_publish = {k: h for k, h in user_publish.items() if h.fillable(supplied)}
-                user_general = {k: h for k, h in user_general.items() if h.fillable(supplied)}
-            mine = user_publish.keys() | user_general.keys()  # a user key replaces both
             tables = _Tables(
-                {k: h for k, h in publish.items() if k not in mine} | user_publish,
-                {k: h for k, h in general.items() if k not in mine} | user_general,
+                *layered(
+                    state.base.publish, state.base.general, publish, general, defaults.supplies
+                ),
                 logs_unhandled=not defaults.logs_unhandled,
                 users=state.base.users,
                 framework=defaults.framework,
@@ -548,25 +530,26 @@ class ExceptionMiddleware:
         """The layering without its fallback handlers, with a memo of its own."""
         state = self._state
         layer = state.layers.get(defaults) or self._layer(state, defaults)
+        moved = {k: tuple(e for e in es if not e.publish) for k, es in layer.publish.items()}
         tables = _Tables(
             {},
-            layer.general,
+            {k: (*moved.get(k, ()), *layer.general.get(k, ())) for k in moved | layer.general},
             logs_unhandled=layer.logs_unhandled,
             users=layer.users,
             framework=layer.framework,
         )
         return state.side_effect_only.setdefault(defaults, tables)
 
-    def _routes(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
+    def _route(self, tables: _Tables, cls: type[BaseException]) -> Route:
         return tables.memo.get(cls) or self._remember(tables, cls)
 
-    def _remember(self, tables: _Tables, cls: type[BaseException]) -> _Routes:
-        routes = _walk(cls, tables)
+    def _remember(self, tables: _Tables, cls: type[BaseException]) -> Route:
+        found = route(cls, tables.publish, tables.general)
         with self._lock:  # filling is rare; the lock keeps eviction safe across threads
             if len(tables.memo) >= MEMO_SIZE:
                 del tables.memo[next(iter(tables.memo))]
-            tables.memo[cls] = routes
-        return routes
+            tables.memo[cls] = found
+        return found
 
     # -- handling -----------------------------------------------------------------------
 
@@ -598,10 +581,20 @@ class ExceptionMiddleware:
         it is awaited): the error path of every failed request or message, one coroutine
         fewer than an `async def` calling it.
         """
+        # Subscripts, not `.get()`, on this path of every error (see `Observer.record`).
         state = self._state
-        tables = (state.layers if publish else state.side_effect_only).get(defaults)
-        if tables is None:
+        try:
+            tables = (state.layers if publish else state.side_effect_only)[defaults]
+        except KeyError:
             tables = self._tables(defaults, publish)
+        # The common case first, a frame fewer on every error: a class the memo knows, whose
+        # first candidate has no condition.
+        try:
+            first = tables.memo[type(error)].first
+        except KeyError:
+            first = None
+        if first is not None and isinstance(error, Exception):
+            return self._run(first, error, tables, context, convert)
         if isinstance(error, BaseExceptionGroup):
             return self._handle_group(error, tables, context, convert)
         if isinstance(error, Exception):
@@ -657,18 +650,63 @@ class ExceptionMiddleware:
     ) -> Coroutine[Any, Any, Outcome]:
         # not a coroutine itself: it hands back the one to await, a frame fewer on the error path
         cls = type(error)
-        routes = tables.memo.get(cls) or self._remember(tables, cls)
-        # `publish` and `convert` passed by position: keywords cost a coroutine's creation more
-        if (match := routes.publish) is not None:
-            return self._run(match.handler, error, tables, context, True, convert)
-        if (match := routes.general) is not None:
-            return self._run(match.handler, error, tables, context, False)
+        found = tables.memo.get(cls) or self._remember(tables, cls)
+        # `convert` passed by position: keywords cost a coroutine's creation more
+        if (first := found.first) is not None:  # no condition to evaluate: called straight away
+            return self._run(first, error, tables, context, convert)
+        if found.candidates:
+            return self._ask(found.candidates, error, tables, context, convert)
         return self._unhandled(error, tables, context)
 
+    async def _ask(
+        self,
+        candidates: tuple[Candidate, ...],
+        error: Exception,
+        tables: _Tables,
+        context: Mapping[str, Any],
+        convert: Callable[[Any, BaseException], Any] | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
+    ) -> Outcome:
+        """Ask `candidates` in order, evaluating conditions, until one takes `error`; when none
+        is left, the error goes on as if nothing were registered (a group is taken apart)."""
+        for candidate in candidates:
+            if candidate.condition is None or await self._holds(candidate, error, context, tables):
+                return await self._run(candidate, error, tables, context, convert, declined)
+            declined = (*declined, candidate.handler.func)
+        if isinstance(error, BaseExceptionGroup):
+            return await self._take_apart(error, tables, context, convert)
+        return await self._unhandled(error, tables, context, declined)
+
+    async def _holds(
+        self, candidate: Candidate, error: Exception, context: Mapping[str, Any], tables: _Tables
+    ) -> bool:
+        """Whether a candidate's condition holds; one that raises is a failure of that
+        registration: logged and counted (as its own exception, `failed`), and it does not."""
+        condition = candidate.condition
+        assert condition is not None
+        try:
+            return truth(condition(error))
+        except Decline:
+            return False
+        except Exception as failure:
+            _chain(failure, error)
+            detail = (
+                f": the condition of {candidate.handler.name} for "
+                f"{type(error).__qualname__} raised; the error goes on to the next candidate"
+            )
+            await self._report("failed", failure, condition, context, tables, detail)
+            return False
+
     async def _unhandled(
-        self, error: Exception, tables: _Tables, context: Mapping[str, Any]
+        self,
+        error: Exception,
+        tables: _Tables,
+        context: Mapping[str, Any],
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> NoReturn:
-        await self._report("unhandled", error, None, context, tables, log=tables.logs_unhandled)
+        await self._report(
+            "unhandled", error, None, context, tables, log=tables.logs_unhandled, declined=declined
+        )
         _propagate(error)
 
     async def _handle_group(
@@ -678,12 +716,19 @@ class ExceptionMiddleware:
         context: Mapping[str, Any],
         convert: Callable[[Any, BaseException], Any] | None,
     ) -> Outcome:
-        routes = self._routes(tables, type(group))  # handlers keyed on group classes
-        if (match := routes.publish or routes.general) is not None and isinstance(group, Exception):
-            publish = match is routes.publish
-            return await self._run(
-                match.handler, group, tables, context, publish=publish, convert=convert
-            )
+        found = self._route(tables, type(group))  # handlers keyed on group classes
+        if found.candidates and isinstance(group, Exception):
+            return await self._ask(found.candidates, group, tables, context, convert)
+        return await self._take_apart(group, tables, context, convert)
+
+    async def _take_apart(
+        self,
+        group: BaseExceptionGroup[BaseException],
+        tables: _Tables,
+        context: Mapping[str, Any],
+        convert: Callable[[Any, BaseException], Any] | None,
+    ) -> Outcome:
+        """Each leaf to its candidates, like `except*` (DESIGN rule 6)."""
         if not any(self._takes(tables, leaf) for leaf in leaves(group)):
             for each in leaves(group):  # counted per leaf, as when a group is taken apart
                 if isinstance(each, Exception):
@@ -706,15 +751,10 @@ class ExceptionMiddleware:
         for leaf in leaves(group):
             outcome = None
             if isinstance(leaf, Exception):
-                routes = self._routes(tables, type(leaf))
-                if routes.publish is not None and published is None:
-                    run = self._run(
-                        routes.publish.handler, leaf, tables, context, publish=True, convert=convert
-                    )
-                elif (match := routes.general or routes.publish) is not None:
-                    run = self._run(match.handler, leaf, tables, context, publish=False)
-                else:
-                    run = self._unhandled(leaf, tables, context)
+                found = self._route(tables, type(leaf))
+                # one fallback value at most: after it, the others' values are set aside
+                ordered = found.candidates if published is None else found.set_aside
+                run = self._ask(ordered, leaf, tables, context, convert)
                 try:
                     outcome = await _unless_let_through(run, leaf)
                 except Exception as failure:  # like except*: the other leaves still go to theirs
@@ -742,17 +782,20 @@ class ExceptionMiddleware:
 
     async def _run(
         self,
-        handler: Handler,
+        candidate: Candidate,
         error: Exception,
         tables: _Tables,
         context: Mapping[str, Any],
-        publish: bool,
         convert: Callable[[Any, BaseException], Any] | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> Outcome:
-        """Call `handler` for `error`: its `Outcome`, or `error` raised on unchanged when the
-        handler lets it through (a pass-through, or a handler that re-raised it)."""
-        if handler.func is reraise:  # let through, as if excepthub were not there
+        """Call the candidate's handler for `error`: its `Outcome`, the next candidate's when
+        it declines, or `error` raised on unchanged when the handler lets it through (a
+        pass-through, or a handler that re-raised it)."""
+        if candidate.passes:  # let through, as if excepthub were not there
             _propagate(error)
+        handler = candidate.handler
+        publish = candidate.publish
         traceback = error.__traceback__
         alone = handler.alone  # the common handler, called without a wrapper on the way
         observer = self._observer
@@ -771,14 +814,21 @@ class ExceptionMiddleware:
                     tables,
                     log=tables.logs_unhandled,
                     duration=took,
+                    declined=declined,
                 )
                 _propagate(error)
             _chain(failure, error)
             # raising what the framework lets through (FastStream's NackMessage) is steering
             steered = self._passes_through(tables, failure)
             kind: OutcomeKind = "handled" if steered else "failed"
-            await self._report(kind, error, handler.func, context, tables, duration=took)
+            await self._report(
+                kind, error, handler.func, context, tables, duration=took, declined=declined
+            )
             raise
+        except Decline:  # the next candidate's turn; a BaseException: cancellation is not one
+            error.__traceback__ = traceback
+            declined = (*declined, handler.func)
+            return await self._ask(candidate.rest, error, tables, context, convert, declined)
         if publish:
             if convert is not None:
                 try:
@@ -797,16 +847,19 @@ class ExceptionMiddleware:
                         detail,
                         shown=failure,
                         duration=perf_counter() - started if started else None,
+                        declined=declined,
                     )
                     return _new_outcome(Outcome, (False, None, handler.func, error))
         elif value is not None and handler.drops_values:
-            _warn_dropped(handler, error, value)
+            warn_dropped(handler, error, value)
         kind = "published" if publish else "handled"
         # the hot path: count and log without another coroutine
         observer.record(kind, error, handler.func, context)
         if observer.hooks:
             took = perf_counter() - started if started else None
-            await observer.notify(kind, error, handler.func, context, tables.framework, took)
+            await observer.notify(
+                kind, error, handler.func, context, tables.framework, took, declined
+            )
         # tuple.__new__ directly: NamedTuple's own __new__ is a Python-level call
         return _new_outcome(Outcome, (publish, value if publish else None, handler.func, error))
 
@@ -815,18 +868,16 @@ class ExceptionMiddleware:
         take this leaf of a group."""
         if not isinstance(leaf, Exception):
             return False
-        routes = self._routes(tables, type(leaf))
-        match = routes.publish or routes.general
-        return (
-            match is not None
-            and match.handler in tables.users
-            and match.handler.func is not reraise
-        )
+        for candidate in self._route(tables, type(leaf)).candidates:
+            if candidate.handler in tables.users and not candidate.passes:
+                return True
+            if candidate.condition is None:  # what follows is asked only after a decline
+                return False
+        return False
 
     def _passes_through(self, tables: _Tables, error: Exception) -> bool:
-        routes = self._routes(tables, type(error))
-        match = routes.publish or routes.general
-        return match is not None and match.handler.func is reraise
+        certain = self._route(tables, type(error)).certain
+        return certain is not None and certain.passes
 
     async def _report(
         self,
@@ -840,125 +891,22 @@ class ExceptionMiddleware:
         log: bool = True,
         shown: BaseException | None = None,
         duration: float | None = None,
+        declined: tuple[Callable[..., Any], ...] = (),
     ) -> None:
         self._observer.record(kind, error, handler, context, detail, log=log, shown=shown)
         if self._observer.hooks:
             framework = None if tables is None else tables.framework
-            await self._observer.notify(kind, error, handler, context, framework, duration)
+            await self._observer.notify(
+                kind, error, handler, context, framework, duration, declined
+            )
 
 
-def _walk(cls: type[BaseException], tables: _Tables) -> _Routes:
-    """The uncached rule: the nearest class in the MRO, for each map.
-
-    A pass-through (`reraise`) resolves by MRO position alone, whichever map holds it: it beats
-    a farther handler of either kind and loses to a nearer one, so that a framework's
-    `reraise` default on a base class never shadows the user's handler for a subclass.
-    """
-    group_only = issubclass(cls, BaseExceptionGroup)
-    publish = general = None
-    publish_at = general_at = 0
-    for at, klass in enumerate(cls.__mro__):
-        if group_only and not issubclass(klass, BaseExceptionGroup):
-            continue
-        if publish is None and (handler := tables.publish.get(klass)) is not None:
-            publish, publish_at = _Match(handler, Resolution(handler.func, True, klass)), at
-        if general is None and (handler := tables.general.get(klass)) is not None:
-            general, general_at = _Match(handler, Resolution(handler.func, False, klass)), at
-    if publish is None or general is None:
-        return _Routes(publish, general)
-    if reraise not in (publish.handler.func, general.handler.func):
-        return _Routes(publish, general)
-    return _Routes(None, general) if general_at < publish_at else _Routes(publish, None)
-
-
-def _shadowed(tables: _Tables) -> list[tuple[Resolution, Resolution]]:
-    """The side-effect handlers that a fallback handler for a base class takes every direct
-    instance from. A class in both maps is not one: FastStream's own idiom, the side-effect
-    handler serving the errors that have no result to replace (parser errors)."""
-    found = []
-    for key, handler in tables.general.items():
-        if handler.func is reraise:
-            continue
-        routes = _walk(key, tables)
-        fallback = routes.publish
-        if (
-            fallback is not None
-            and fallback.handler.func is not reraise
-            and fallback.resolution.key is not key
-        ):
-            found.append((Resolution(handler.func, False, key), fallback.resolution))
-    return found
-
-
-def _pair(pair: tuple[Resolution, Resolution]) -> tuple[type, type]:
-    return pair[0].key, pair[1].key
-
-
-def _handler_name(resolution: Resolution) -> str:
-    func = resolution.handler
-    return getattr(func, "__qualname__", None) or safe_repr(func)
-
-
-def _check_fillable(handler: Handler, key: type, plugged: tuple[Defaults, ...]) -> None:
-    """`TypeError` when no framework can fill every context value `handler` needs: neither
-    one the registry is plugged into, nor one whose adapter is imported (it may be plugged
-    in next: a registry serving several frameworks is plugged into one at a time)."""
-    frameworks = [d for d in plugged if d.supplies is not None]
-    if not handler.needs or not frameworks:
-        return
-    known = [*frameworks, *(d for d in list(_FRAMEWORKS) if d not in frameworks)]
-    if any(handler.fillable(d.supplies) for d in known if d.supplies is not None):
-        return
-    supplied = frozenset().union(*(d.supplies or () for d in frameworks))
-    offered = "; ".join(
-        f"{d.name} supplies {', '.join(sorted(d.supplies or ()))}" for d in frameworks
-    )
-    missing = next((names for names in handler.needs if not supplied.intersection(names)), None)
-    where = f"cannot register {handler.name} for {key.__qualname__}"
-    if missing is None:  # each name is supplied somewhere, but never all of them together
-        needed = ", ".join(names[0] for names in handler.needs)
-        raise TypeError(
-            f"{where}: no framework it serves supplies all of its parameters ({needed}) "
-            f"({offered}); give the others a default, or split it in one handler per framework"
-        )
-    name = missing[0]
-    close = difflib.get_close_matches(name, sorted(supplied), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
-    raise TypeError(
-        f"{where}: nothing fills its parameter {name!r} ({offered}){hint} "
-        "Rename it, give it a default, or take it with Context(...) or Depends(...)"
-    )
-
-
-def _returns_value(annotation: Any) -> bool:
-    """Whether a return annotation says the handler returns a value (`-> dict`, not `-> None`)."""
-    if annotation is inspect.Parameter.empty or annotation is None or annotation is type(None):
-        return False
-    if annotation is Any or annotation is object or annotation is NoReturn:
-        return False
-    if isinstance(annotation, str):  # an unresolved forward reference: do not guess
-        return annotation not in ("None", "Any", "object", "NoReturn", "Never")
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return all(_returns_value(a) for a in args)
-    if origin in (Awaitable, Coroutine):
-        return bool(args) and _returns_value(args[-1])
-    return getattr(annotation, "__name__", "") != "Never"
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__qualname__", None) or str(annotation)
-
-
-def _warn_dropped(handler: Handler, error: BaseException, value: Any) -> None:
-    warnings.warn(
-        f"the side-effect handler {handler.name} returned {safe_repr(value)[:60]} for a "
-        f"{type(error).__qualname__}: the value is dropped. Register it with publish=True to "
-        "send its value, or return None",
-        DroppedValueWarning,
-        stacklevel=2,
-    )
+def _class_of(error: object, where: str) -> type[BaseException]:
+    if isinstance(error, BaseException):
+        return type(error)
+    if isinstance(error, type) and issubclass(error, BaseException):
+        return error
+    raise TypeError(f"{where}() takes an exception or an exception class, got {safe_repr(error)}")
 
 
 async def _unless_let_through(run: Awaitable[Outcome], leaf: Exception) -> Outcome | None:
@@ -1001,47 +949,3 @@ def _chain(failure: BaseException, original: BaseException) -> None:
         seen.add(id(tail))
     if tail is not original:
         tail.__context__ = original
-
-
-def _keys(exc: object) -> tuple[type[Exception], ...]:
-    keys = exc if isinstance(exc, tuple) else (exc,)
-    if not keys:
-        raise TypeError("cannot register a handler for an empty tuple of exception classes")
-    for key in keys:
-        _check_key(key)
-    return keys
-
-
-def _check_key(key: object) -> None:
-    if not isinstance(key, type) or not issubclass(key, BaseException):
-        raise TypeError(
-            f"cannot register a handler for {safe_repr(key)}: it is not an exception class"
-        )
-    if not issubclass(key, Exception):
-        raise TypeError(
-            f"cannot register a handler for {key.__qualname__}: it is a BaseException that is "
-            "not an Exception (cancellation, KeyboardInterrupt, SystemExit, GeneratorExit), "
-            "which excepthub never handles"
-        )
-
-
-def _flatten(handlers: object, where: str) -> dict[type[Exception], Callable[..., Any]]:
-    """`{key_or_tuple: handler}` as `{class: handler}`, checked; `TypeError` names the culprit."""
-    if handlers is None:
-        return {}
-    if not isinstance(handlers, Mapping):
-        raise TypeError(f"{where} must be a mapping of exception classes to handlers")
-    flat: dict[type[Exception], Callable[..., Any]] = {}
-    for key, func in handlers.items():
-        try:
-            keys = _keys(key)
-        except TypeError as error:
-            raise TypeError(f"{where}: {error} (handler {safe_repr(func)})") from None
-        if not callable(func):
-            names = ", ".join(k.__qualname__ for k in keys)
-            raise TypeError(
-                f"{where}: cannot register {safe_repr(func)} for {names}: it is not callable"
-            )
-        for one in keys:
-            flat[one] = func
-    return flat

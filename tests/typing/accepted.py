@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from excepthub import Context, Defaults, Depends, ExceptionMiddleware, Outcome, Resolution, reraise
+from excepthub import (
+    Context,
+    Decline,
+    Defaults,
+    Depends,
+    ExceptionMiddleware,
+    Outcome,
+    Resolution,
+    reraise,
+)
 
 exc = ExceptionMiddleware(handlers={KeyError: print}, publish_handlers={(OSError, EOFError): repr})
 
@@ -53,6 +62,9 @@ async def main() -> None:
     outcome: Outcome = await exc.handle(ValueError(), defaults=FRAMEWORK, request_id="r-1")
     published: bool = outcome.published
     resolution: Resolution | None = exc.resolve(KeyError)
+    really: Resolution | None = exc.resolve(KeyError("k"))
+    asked: tuple[Resolution, ...] = exc.candidates(KeyError("k"))
+    print(really, asked, exc.registrations())
     stats: dict[str, dict[str, int]] = exc.get_error_stats()
     print(published, resolution, stats)
 
@@ -62,3 +74,14 @@ def _maps_typed_as_variables() -> None:
     by_class: dict[type[Exception], Callable[..., Any]] = {KeyError: print}
     by_tuple: dict[tuple[type[Exception], ...], Callable[..., Any]] = {(KeyError,): print}
     ExceptionMiddleware(handlers=by_class, publish_handlers=by_tuple)
+
+
+@exc.add_handler(KeyError, publish=True, when=lambda error: error.args == ("k",))
+async def only_for_k(error: KeyError) -> str:
+    if not error.args:
+        raise Decline
+    return "k"
+
+
+@exc.add_handler((KeyError, IndexError), when=lambda error: isinstance(error, LookupError))
+async def either(error: LookupError) -> None: ...

@@ -21,8 +21,10 @@ def fallback(error: ValueError) -> int:
 text: str = fallback(ValueError())  # E: assignment
 
 exc.add_handler("ValueError")  # E: call-overload
-exc.add_handler(int)  # E: arg-type
+exc.add_handler(int)  # E: type-var
 exc.add_handler(ValueError, publish="yes")  # E: call-overload
 exc.add_handler(ValueError, inline=1)  # E: call-overload
 exc.add_handler(ValueError)(42)  # E: type-var
 ExceptionMiddleware(handlers={"ValueError": print})  # E: dict-item
+exc.add_handler(ValueError, when=lambda error: error.status_code == 404)  # E: attr-defined
+exc.add_handler(ValueError, when=42)  # E: call-overload

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 
+from .._defaults import Defaults
 from .._outcome import Resolution, reraise
-from .._registry import Defaults, ExceptionMiddleware
+from .._registry import ExceptionMiddleware
 from ._reference import reference_resolve
 
 __all__ = ["Coverage", "coverage", "exception_classes_of"]

@@ -39,9 +39,11 @@ from ._middleware import (
     DEFAULTS,
     STARLETTE_DEFAULTS,
     ExcepthubMiddleware,
+    StatusCode,
     middleware,
     router_handlers,
     starlette_http_exception_handler,
+    status_code,
     websocket_exception_handler,
 )
 from ._openapi import responds, responses
@@ -56,11 +58,13 @@ __all__ = [
     "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
     "Problem",
+    "StatusCode",
     "middleware",
     "problem_details",
     "responds",
     "responses",
     "router_handlers",
     "starlette_http_exception_handler",
+    "status_code",
     "websocket_exception_handler",
 ]

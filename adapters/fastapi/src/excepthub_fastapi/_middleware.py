@@ -31,6 +31,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from fastapi import params
@@ -63,10 +64,48 @@ __all__ = [
     "STARLETTE_DEFAULTS",
     "ExcepthubMiddleware",
     "middleware",
+    "StatusCode",
     "router_handlers",
     "starlette_http_exception_handler",
+    "status_code",
     "websocket_exception_handler",
 ]
+
+# -- status codes as conditions -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusCode:
+    """The condition of a Starlette status-code handler: an `HTTPException` with one of
+    `codes` (made by `status_code(...)`)."""
+
+    codes: frozenset[int]
+
+    def __call__(self, error: Exception) -> bool:
+        return isinstance(error, HTTPException) and error.status_code in self.codes
+
+
+def status_code(*codes: int) -> StatusCode:
+    """A condition that holds for an `HTTPException` with one of `codes`: what Starlette's
+    `exception_handlers={404: handler}` expresses, as a registration of the registry.
+
+    ```python
+    @exc.add_handler(HTTPException, publish=True, when=excepthub_fastapi.status_code(404))
+    async def not_found(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": "nothing here"}, status_code=404)
+    ```
+    """
+    found = _STATUS_CODES.get(codes)
+    if found is None:
+        if not codes or not all(type(code) is int for code in codes):
+            raise TypeError(f"status_code() takes HTTP status codes, got {codes!r}")
+        found = _STATUS_CODES.setdefault(codes, StatusCode(frozenset(codes)))
+    return found
+
+
+# one condition per status code: the same object for the same codes, built once
+_STATUS_CODES: Final[dict[tuple[int, ...], StatusCode]] = {}
+
 
 # -- framework defaults ---------------------------------------------------------------------
 
@@ -570,7 +609,7 @@ async def _ask_routers(
             return outcome, error, reported
         except Exception as raised:
             if raised is error:
-                resolution = registry.resolve(type(_only_leaf(error)), defaults=framework.router)
+                resolution = registry.resolve(_only_leaf(error), defaults=framework.router)
                 if resolution is not None and resolution.handler is not excepthub.reraise:
                     reported = True  # its handler re-raised it: the core reported it unhandled
             elif not isinstance(raised, BaseExceptionGroup):
@@ -613,10 +652,11 @@ def _only_leaf(error: Exception) -> BaseException:
 
 
 def _starlette_lookup(handlers: _StarletteHandlers, error: Exception) -> Any:
-    """The handler Starlette picks for `error`: by status code for an `HTTPException`, else
-    the nearest class in its MRO (`starlette._exception_handler`)."""
+    """The handler Starlette picks for `error`: a status-code handler first, whose condition is
+    `status_code(code)` as a registration of the registry writes it, else the nearest class in
+    its MRO (`starlette._exception_handler`)."""
     by_class, by_status = handlers
-    handler = by_status.get(error.status_code) if isinstance(error, HTTPException) else None
+    handler = next((h for code, h in by_status.items() if status_code(code)(error)), None)
     if handler is None:
         handler = next((by_class[cls] for cls in type(error).__mro__ if cls in by_class), None)
     return handler

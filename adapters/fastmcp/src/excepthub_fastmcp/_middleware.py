@@ -428,7 +428,7 @@ def _may_report(registry: ExceptionMiddleware, error: BaseException | None) -> b
         return True
     if registry.retry is not None and registry.retry.is_transient(error):
         return True
-    resolution = registry.resolve(type(error), defaults=DEFAULTS)
+    resolution = registry.resolve(error, defaults=DEFAULTS)  # its conditions evaluated
     return resolution is not None and resolution.handler is not reraise
 
 

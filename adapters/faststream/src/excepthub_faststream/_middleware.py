@@ -239,7 +239,7 @@ class _MessageScope(BaseMiddleware[PublishCommand, Any]):
         out asks again (it counts once)."""
         if raised is not error and not isinstance(raised, BaseExceptionGroup):
             return  # a handler failed: its own exception goes on, to be asked about in turn
-        resolution = self.registry.resolve(type(raised), defaults=DEFAULTS)
+        resolution = self.registry.resolve(raised, defaults=DEFAULTS)
         if resolution is not None and resolution.handler is reraise and resolution.publish:
             return  # passed by as FastStream's control flow: a side-effect handler may take it
         self._mark_had(raised)
