@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import anyio.to_thread
 
 from excepthub import Context, Depends, ExceptionMiddleware
 
@@ -95,6 +98,7 @@ def cases() -> list[Case]:
         Case("core", "error, Context() value", "try/except", floor_context, ours_context),
         Case("core", "error, 2 Depends (1 yield)", "try/except", floor_error, ours_depends, 500),
         *_scaling(),
+        *_injection(),
     ]
 
 
@@ -123,3 +127,80 @@ def _scaling() -> Iterator[Case]:
                 return str((await exc.handle(error)).value)
 
         yield Case("scaling", f"depth {depth}, {count} handlers", "try/except", floor, ours)
+
+
+def _injection() -> Iterator[Case]:
+    """A handler with two `Depends`, one of them a yield dependency, against the same handler
+    and dependencies called by hand in the fewest thread hops its shape needs: one worker-thread
+    call (sync), none (inline, async)."""
+
+    async def failing() -> str:
+        raise NotFound("x")
+
+    def settings() -> Iterator[str]:
+        yield "settings"
+
+    def get_name() -> str:
+        return "name"
+
+    def sync_handler(
+        error: NotFound, s: str = Depends(settings), n: str = Depends(get_name)
+    ) -> str:
+        return s + n
+
+    def by_hand(error: NotFound) -> str:
+        with contextmanager(settings)() as s:
+            return sync_handler(error, s, get_name())
+
+    in_thread = ExceptionMiddleware(logger=None, publish_handlers={NotFound: sync_handler})
+    inline = ExceptionMiddleware(
+        logger=None, inline=True, publish_handlers={NotFound: sync_handler}
+    )
+
+    async def floor_thread() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            return await anyio.to_thread.run_sync(by_hand, error)
+
+    async def floor_inline() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            return by_hand(error)
+
+    async def async_settings() -> AsyncIterator[str]:
+        yield "settings"
+
+    async def async_name() -> str:
+        return "name"
+
+    async def async_handler(
+        error: NotFound, s: str = Depends(async_settings), n: str = Depends(async_name)
+    ) -> str:
+        return s + n
+
+    on_loop = ExceptionMiddleware(logger=None, publish_handlers={NotFound: async_handler})
+
+    async def floor_async() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            async with asynccontextmanager(async_settings)() as s:
+                return await async_handler(error, s, await async_name())
+
+    def ours(exc: ExceptionMiddleware) -> Callable[[], Awaitable[str]]:
+        async def one() -> str:
+            try:
+                return await failing()
+            except Exception as error:
+                return str((await exc.handle(error)).value)
+
+        return one
+
+    by_hand_label = "by hand, 1 thread hop"
+    name = "error, sync handler, 2 sync Depends (1 yield)"
+    yield Case("injection", name, by_hand_label, floor_thread, ours(in_thread), 500)
+    yield Case("injection", f"{name}, inline", "by hand, on the loop", floor_inline, ours(inline))
+    name = "error, async handler, 2 async Depends (1 yield)"
+    yield Case("injection", name, "by hand, on the loop", floor_async, ours(on_loop))

@@ -13,7 +13,6 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from typing import Any, Final
 
 import anyio.to_thread
@@ -21,7 +20,7 @@ from fast_depends import Provider
 from fast_depends.dependencies import Dependant
 from fast_depends.library import CustomField
 
-from ._injection import Dependencies, Solver, solve_around_async, solve_in_one_call
+from ._injection import Dependencies
 
 __all__ = ["Context", "ContextField", "Handler", "available", "compile_handler", "safe_repr"]
 
@@ -166,7 +165,7 @@ def _invoker(
 ) -> _Invoke:
     call = _caller(func, inline=inline)
     if dependencies is not None:
-        return _injected(func, inline, error_param, positional, fills, dependencies, call)
+        return _injected(func, inline, error_param, positional, fills, dependencies)
     if len(positional) == 1 and not fills and _is_async(func):
         # Starlette-style `(request, exc)`, the common shape: its own coroutine, no wrapper
         (first,) = positional
@@ -200,42 +199,14 @@ def _injected(
     positional: tuple[str, ...],
     fills: tuple[_Fill, ...],
     dependencies: Dependencies,
-    call: Callable[[tuple[Any, ...], dict[str, Any]], Awaitable[Any]],
 ) -> _Invoke:
     is_async = _is_async(func)
 
-    async def invoke(error: BaseException, context: Mapping[str, Any]) -> Any:
+    def invoke(error: BaseException, context: Mapping[str, Any]) -> Awaitable[Any]:
         args = (*[_leading(name, context) for name in positional], error)
         kwargs = _fill(fills, context) if fills else {}
-        solve_with = {**context, error_param: error}  # a dependency may ask for either
-        solver, tears_down = dependencies.solver()
-        if solver is Solver.SYNC:  # every dependency sync: one worker-thread call at most
-            if is_async:
-                return await solve_around_async(
-                    dependencies,
-                    func,
-                    args,
-                    kwargs,
-                    solve_with,
-                    inline=inline,
-                    tears_down=tears_down,
-                )
-            if inline:
-                boxed = solve_in_one_call(dependencies, func, args, kwargs, solve_with)
-            else:
-                boxed = await anyio.to_thread.run_sync(
-                    solve_in_one_call, dependencies, func, args, kwargs, solve_with
-                )
-            result = None if boxed is None else boxed[0]
-            if result is not None and inspect.isawaitable(result):
-                result = await result
-            return result
-        # async (or mixed) dependencies: fast-depends' async solver, on the loop
-        async with AsyncExitStack() as stack:  # yield dependencies close after the handler
-            solved = await dependencies.solve_async(stack, solve_with)
-            if is_async:
-                return await func(*args, **{**kwargs, **solved})
-            return await call(args, {**kwargs, **solved})
+        values = {**context, error_param: error}  # a dependency may ask for either by name
+        return dependencies.invoke(func, args, kwargs, values, is_async=is_async, inline=inline)
 
     return invoke
 
