@@ -99,6 +99,7 @@ def cases() -> list[Case]:
         Case("core", "error, 2 Depends (1 yield)", "try/except", floor_error, ours_depends, 500),
         *_scaling(),
         *_injection(),
+        *_scaling_series(),
     ]
 
 
@@ -204,3 +205,74 @@ def _injection() -> Iterator[Case]:
     yield Case("injection", f"{name}, inline", "by hand, on the loop", floor_inline, ours(inline))
     name = "error, async handler, 2 async Depends (1 yield)"
     yield Case("injection", name, "by hand, on the loop", floor_async, ours(on_loop))
+
+
+# The series of the README's scaling chart (`benchmarks.readme`): group, name prefix, values.
+SERIES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "depth": ("hierarchy depth", (1, 5, 10, 20, 50)),
+    "handlers": ("handlers registered", (1, 10, 100, 1000)),
+    "group": ("exception group of", (1, 2, 5, 10, 50)),
+}
+
+
+def _scaling_series() -> Iterator[Case]:
+    """A handled error as one thing grows: the hierarchy's depth (the handler on the farthest
+    ancestor), the handlers registered (others, for unrelated classes), the leaves of an
+    exception group (each to the fallback handler, as `except*` calling it per leaf)."""
+    label, depths = SERIES["depth"]
+    for depth in depths:
+        classes: list[type[Exception]] = [Exception]
+        for level in range(depth):
+            classes.append(type(f"Deep{level}", (classes[-1],), {}))
+        exc = ExceptionMiddleware(logger=None, publish_handlers={classes[1]: fallback})
+        yield Case("scaling", f"{label} {depth}", "try/except", *_raised(classes[-1], exc))
+    label, counts = SERIES["handlers"]
+    for count in counts:
+        exc = ExceptionMiddleware(logger=None, publish_handlers={NotFound: fallback})
+        for n in range(count - 1):
+            exc.add_handler(type(f"Unrelated{n}", (Exception,), {}), publish=True)(fallback)
+        yield Case("scaling", f"{label} {count}", "try/except", *_raised(NotFound, exc))
+    label, sizes = SERIES["group"]
+    for size in sizes:
+        exc = ExceptionMiddleware(logger=None, publish_handlers={NotFound: fallback})
+        floor, ours = _grouped(size, exc)
+        yield Case("scaling", f"{label} {size}", "try/except*", floor, ours, batch=200)
+
+
+def _raised(
+    leaf: type[Exception], exc: ExceptionMiddleware
+) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[str]]]:
+    async def floor() -> str:
+        try:
+            raise leaf()
+        except Exception as error:
+            return await fallback(error)
+
+    async def ours() -> str:
+        try:
+            raise leaf()
+        except Exception as error:
+            return str((await exc.handle(error)).value)
+
+    return floor, ours
+
+
+def _grouped(
+    size: int, exc: ExceptionMiddleware
+) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[str]]]:
+    async def floor() -> str:
+        values = []
+        try:
+            raise ExceptionGroup("batch", [NotFound(str(i)) for i in range(size)])
+        except* NotFound as group:
+            for leaf in group.exceptions:
+                values.append(await fallback(leaf))
+        return values[0]
+
+    async def ours() -> str:
+        try:
+            raise ExceptionGroup("batch", [NotFound(str(i)) for i in range(size)])
+        except Exception as error:
+            return str((await exc.handle(error)).value)
+
+    return floor, ours

@@ -1,4 +1,5 @@
-"""Write the README's performance table from the latest full run (benchmarks/results/latest.json).
+"""Write the README's performance table, and the scaling chart, from the latest full run
+(benchmarks/results/latest.json).
 
 uv run python -m benchmarks.readme
 
@@ -14,6 +15,7 @@ from typing import Any
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+SCALING_CHART = RESULTS.with_name("scaling.png")
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 # (group, case as `benchmarks.run` names it) -> how the README names it
@@ -22,6 +24,22 @@ ROWS: dict[tuple[str, str], tuple[str, str]] = {
     ("core", "error, async fallback"): ("core", "error, async fallback"),
     ("core", "error, Context() value"): ("core", "error, `Context()` value"),
     ("scaling", "depth 20, 200 handlers"): ("core", "same error, 20-deep hierarchy, 200 handlers"),
+    ("core", "error, 2 Depends (1 yield)"): (
+        "core",
+        "error, async handler, a sync yield and an async `Depends`",
+    ),
+    ("injection", "error, sync handler, 2 sync Depends (1 yield)"): (
+        "core",
+        "error, sync handler, two sync `Depends` (one yield): one thread hop",
+    ),
+    ("injection", "error, sync handler, 2 sync Depends (1 yield), inline"): (
+        "core",
+        "the same, `inline=True`: no hop",
+    ),
+    ("injection", "error, async handler, 2 async Depends (1 yield)"): (
+        "core",
+        "error, async handler, two async `Depends` (one yield): no hop",
+    ),
     ("faststream", "happy path"): ("FastStream", "happy path, per message"),
     ("faststream", "error, async fallback"): ("FastStream", "error, async fallback"),
     ("faststream", "error, fallback with message=Context()"): (
@@ -45,6 +63,10 @@ ROWS: dict[tuple[str, str], tuple[str, str]] = {
     ("fastapi", "error, side-effect handler -> masked 500 (ASGI)"): (
         "FastAPI",
         "error, side-effect handler, masked 500 (ASGI)",
+    ),
+    ("fastapi", "error, fallback with request injected (ASGI)"): (
+        "FastAPI",
+        "error, fallback with `request` injected (ASGI)",
     ),
     ("fastapi", "error, fallback JSONResponse (httpx)"): (
         "FastAPI",
@@ -104,6 +126,44 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def scaling_chart(results: list[dict[str, Any]], path: Path) -> None:
+    """The cost of a handled error as the hierarchy deepens, handlers multiply and groups grow:
+    excepthub and the hand-written floor, one panel per series of `benchmarks.core.SERIES`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .core import SERIES
+
+    by_name = {r["name"]: r for r in results if r["group"] == "scaling"}
+    fig, axes = plt.subplots(1, len(SERIES), figsize=(11, 3.4), sharey=False)
+    for ax, (label, values) in zip(axes, SERIES.values(), strict=True):
+        rows = [by_name[f"{label} {value}"] for value in values]
+        ours = [r["ours_ns"] / 1000 for r in rows]
+        floor = [r["baseline_ns"] / 1000 for r in rows]
+        ax.plot(values, ours, "o-", label="excepthub")
+        ax.plot(values, floor, "s--", label=f"by hand ({rows[0]['baseline_label']})")
+        for value, r, y in zip(values, rows, ours, strict=True):
+            ax.annotate(
+                f"{r['ratio']:.1f}x",
+                (value, y),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+            )
+        ax.set_xscale("log")
+        ax.set_xticks(list(values), [str(v) for v in values])
+        ax.set_xlabel(label)
+        ax.set_ylim(bottom=0)
+    axes[0].set_ylabel("median µs per handled error")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("A handled error as things grow (ratio: excepthub / by hand)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -111,7 +171,8 @@ def main() -> None:
     _, after = rest.split(END, 1)
     results = json.loads(RESULTS.read_text())
     readme.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
-    print(f"wrote the performance table of {readme} from {RESULTS}")
+    scaling_chart(results, SCALING_CHART)
+    print(f"wrote the performance table of {readme} and {SCALING_CHART} from {RESULTS}")
 
 
 if __name__ == "__main__":
