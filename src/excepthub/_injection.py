@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any, Final, NamedTuple
 
+import anyio
 import anyio.to_thread
 from fast_depends import Provider
 from fast_depends.core import CallModel, build_call_model
@@ -193,10 +194,12 @@ class Dependencies:
         except BaseException as failure:
             if not plan.tears_down:
                 raise
-            # the yield dependencies see the failure, as in a `with` block; one may suppress it
-            suppressed = await anyio.to_thread.run_sync(
-                stack.__exit__, type(failure), failure, failure.__traceback__
-            )
+            # the yield dependencies see the failure, as in a `with` block; one may suppress it.
+            # Shielded: they are closed even when the failure is the handler's cancellation
+            with anyio.CancelScope(shield=True):
+                suppressed = await anyio.to_thread.run_sync(
+                    stack.__exit__, type(failure), failure, failure.__traceback__
+                )
             if not suppressed:
                 raise
             return None
