@@ -8,6 +8,7 @@ handler records the thread it ran on.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -398,14 +399,8 @@ def test_every_shape_injects_closes_after_and_hops_as_documented(
     events: list[str] = []
     sent: list[object] = []
     deps = [_dependency(kind, i, events) for i, kind in enumerate(kinds)]
-    params = ", ".join(f"d{i}=Depends(deps[{i}])" for i in range(len(deps)))
-    body = "events.append('handler'); return ''.join([" + ", ".join(
-        f"d{i}" for i in range(len(deps))
-    )
-    source = f"{'async ' if handler_async else ''}def handler(error, {params}):\n    {body}])\n"
-    namespace: dict[str, Any] = {"Depends": Depends, "deps": deps, "events": events}
-    exec(source, namespace)  # a handler of exactly this shape
-    exc = ExceptionMiddleware(publish_handlers={ValueError: namespace["handler"]}, inline=inline)
+    handler = _handler(handler_async, deps, events)
+    exc = ExceptionMiddleware(publish_handlers={ValueError: handler}, inline=inline)
     run_sync = anyio.to_thread.run_sync
 
     async def counting(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -423,6 +418,33 @@ def test_every_shape_injects_closes_after_and_hops_as_documented(
     assert sorted(events[: events.index("handler")]) == [f"open {i}" for i in range(len(kinds))]
     assert sorted(events[events.index("handler") + 1 :]) == sorted(yields)
     assert len(sent) == expected_hops(handler_async, inline, kinds)
+
+
+def _handler(
+    handler_async: bool, deps: list[Callable[..., Any]], events: list[str]
+) -> Callable[..., Any]:
+    """A handler whose signature declares exactly `deps`: `(error, d0=Depends(...), ...)`."""
+
+    def joined(solved: dict[str, str]) -> str:
+        events.append("handler")
+        return "".join(solved[f"d{i}"] for i in range(len(deps)))
+
+    async def async_handler(error: ValueError, **solved: str) -> str:
+        return joined(solved)
+
+    def sync_handler(error: ValueError, **solved: str) -> str:
+        return joined(solved)
+
+    handler: Callable[..., Any] = async_handler if handler_async else sync_handler
+    error = inspect.Parameter("error", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [error]
+        + [
+            inspect.Parameter(f"d{i}", inspect.Parameter.KEYWORD_ONLY, default=Depends(dep))
+            for i, dep in enumerate(deps)
+        ]
+    )
+    return handler
 
 
 def _dependency(kind: str, i: int, events: list[str]) -> Callable[..., Any]:
