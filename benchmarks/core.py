@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+
+import anyio.to_thread
 
 from excepthub import Context, Decline, Depends, ErrorHook, ExceptionMiddleware
 
@@ -96,6 +99,8 @@ def cases() -> list[Case]:
         Case("core", "error, Context() value", "try/except", floor_context, ours_context),
         Case("core", "error, 2 Depends (1 yield)", "try/except", floor_error, ours_depends, 500),
         *_scaling(),
+        *_injection(),
+        *_scaling_series(),
         *_telemetry(),
         *_conditions(),
     ]
@@ -126,6 +131,154 @@ def _scaling() -> Iterator[Case]:
                 return str((await exc.handle(error)).value)
 
         yield Case("scaling", f"depth {depth}, {count} handlers", "try/except", floor, ours)
+
+
+def _injection() -> Iterator[Case]:
+    """A handler with two `Depends`, one of them a yield dependency, against the same handler
+    and dependencies called by hand in the fewest thread hops its shape needs: one worker-thread
+    call (sync), none (inline, async)."""
+
+    async def failing() -> str:
+        raise NotFound("x")
+
+    def settings() -> Iterator[str]:
+        yield "settings"
+
+    def get_name() -> str:
+        return "name"
+
+    def sync_handler(
+        error: NotFound, s: str = Depends(settings), n: str = Depends(get_name)
+    ) -> str:
+        return s + n
+
+    def by_hand(error: NotFound) -> str:
+        with contextmanager(settings)() as s:
+            return sync_handler(error, s, get_name())
+
+    in_thread = ExceptionMiddleware(logger=None, publish_handlers={NotFound: sync_handler})
+    inline = ExceptionMiddleware(
+        logger=None, inline=True, publish_handlers={NotFound: sync_handler}
+    )
+
+    async def floor_thread() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            return await anyio.to_thread.run_sync(by_hand, error)
+
+    async def floor_inline() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            return by_hand(error)
+
+    async def async_settings() -> AsyncIterator[str]:
+        yield "settings"
+
+    async def async_name() -> str:
+        return "name"
+
+    async def async_handler(
+        error: NotFound, s: str = Depends(async_settings), n: str = Depends(async_name)
+    ) -> str:
+        return s + n
+
+    on_loop = ExceptionMiddleware(logger=None, publish_handlers={NotFound: async_handler})
+
+    async def floor_async() -> str:
+        try:
+            return await failing()
+        except NotFound as error:
+            async with asynccontextmanager(async_settings)() as s:
+                return await async_handler(error, s, await async_name())
+
+    def ours(exc: ExceptionMiddleware) -> Callable[[], Awaitable[str]]:
+        async def one() -> str:
+            try:
+                return await failing()
+            except Exception as error:
+                return str((await exc.handle(error)).value)
+
+        return one
+
+    by_hand_label = "by hand, 1 thread hop"
+    name = "error, sync handler, 2 sync Depends (1 yield)"
+    yield Case("injection", name, by_hand_label, floor_thread, ours(in_thread), 500)
+    yield Case("injection", f"{name}, inline", "by hand, on the loop", floor_inline, ours(inline))
+    name = "error, async handler, 2 async Depends (1 yield)"
+    yield Case("injection", name, "by hand, on the loop", floor_async, ours(on_loop))
+
+
+# The series of the README's scaling chart (`benchmarks.readme`): group, name prefix, values.
+SERIES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "depth": ("hierarchy depth", (1, 5, 10, 20, 50)),
+    "handlers": ("handlers registered", (1, 10, 100, 1000)),
+    "group": ("exception group of", (1, 2, 5, 10, 50)),
+}
+
+
+def _scaling_series() -> Iterator[Case]:
+    """A handled error as one thing grows: the hierarchy's depth (the handler on the farthest
+    ancestor), the handlers registered (others, for unrelated classes), the leaves of an
+    exception group (each to the fallback handler, as `except*` calling it per leaf)."""
+    label, depths = SERIES["depth"]
+    for depth in depths:
+        classes: list[type[Exception]] = [Exception]
+        for level in range(depth):
+            classes.append(type(f"Deep{level}", (classes[-1],), {}))
+        exc = ExceptionMiddleware(logger=None, publish_handlers={classes[1]: fallback})
+        yield Case("scaling", f"{label} {depth}", "try/except", *_raised(classes[-1], exc))
+    label, counts = SERIES["handlers"]
+    for count in counts:
+        exc = ExceptionMiddleware(logger=None, publish_handlers={NotFound: fallback})
+        for n in range(count - 1):
+            exc.add_handler(type(f"Unrelated{n}", (Exception,), {}), publish=True)(fallback)
+        yield Case("scaling", f"{label} {count}", "try/except", *_raised(NotFound, exc))
+    label, sizes = SERIES["group"]
+    for size in sizes:
+        exc = ExceptionMiddleware(logger=None, publish_handlers={NotFound: fallback})
+        floor, ours = _grouped(size, exc)
+        yield Case("scaling", f"{label} {size}", "try/except*", floor, ours, batch=200)
+
+
+def _raised(
+    leaf: type[Exception], exc: ExceptionMiddleware
+) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[str]]]:
+    async def floor() -> str:
+        try:
+            raise leaf()
+        except Exception as error:
+            return await fallback(error)
+
+    async def ours() -> str:
+        try:
+            raise leaf()
+        except Exception as error:
+            return str((await exc.handle(error)).value)
+
+    return floor, ours
+
+
+def _grouped(
+    size: int, exc: ExceptionMiddleware
+) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[str]]]:
+    async def floor() -> str:
+        values = []
+        try:
+            raise ExceptionGroup("batch", [NotFound(str(i)) for i in range(size)])
+        except* NotFound as group:
+            for leaf in group.exceptions:
+                values.append(await fallback(leaf))
+        return values[0]
+
+    async def ours() -> str:
+        try:
+            raise ExceptionGroup("batch", [NotFound(str(i)) for i in range(size)])
+        except Exception as error:
+            return str((await exc.handle(error)).value)
+
+    return floor, ours
 
 
 def _telemetry() -> Iterator[Case]:

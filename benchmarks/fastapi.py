@@ -318,12 +318,13 @@ def cases() -> list[Case]:
     found = (404, b'{"detail":"no such item"}')
     masked = (500, b"Internal Server Error")
     return [
-        direct("happy path", "/ok", (200, b'{"ok":true}'), target=1.03),
+        direct("happy path", "/ok", (200, b'{"ok":true}'), target=1.01),
         one_layer,
-        over_httpx("happy path", "/ok", (200, b'{"ok":true}'), target=1.03),
-        direct("error, fallback JSONResponse", "/fallback", found, target=1.0),
-        over_httpx("error, fallback JSONResponse", "/fallback", found, target=1.0),
-        direct("error, side-effect handler -> masked 500", "/side-effect", masked, target=1.0),
+        over_httpx("happy path", "/ok", (200, b'{"ok":true}'), target=1.01),
+        # a handled error: at most 1.05x FastAPI calling the same handler (the registry's work)
+        direct("error, fallback JSONResponse", "/fallback", found, target=1.05),
+        over_httpx("error, fallback JSONResponse", "/fallback", found),
+        direct("error, side-effect handler -> masked 500", "/side-effect", masked, target=1.05),
         # for reference: a served request costs ~1 ms here, far above what either side adds
         over_uvicorn("happy path", "/ok", (200, b'{"ok":true}')),
         over_uvicorn("error, fallback JSONResponse", "/fallback", found),
@@ -332,7 +333,7 @@ def cases() -> list[Case]:
             "error, fallback with request injected",
             "/request",
             (410, b'{"detail":"gone","path":"/request"}'),
-            target=1.0,
+            target=1.05,
         ),
         direct(
             "error, fallback with Depends (native: called by hand)",

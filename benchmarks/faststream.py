@@ -198,6 +198,7 @@ def cases() -> list[Case]:
             answer_by_depends,
             pub(by_depends),
             batch=400,
+            target=1.0,
             check="acme",
         ),
         *_end_to_end(),

@@ -1,4 +1,5 @@
-"""Write the README's performance table from the latest full run (benchmarks/results/latest.json).
+"""Write the README's performance table, and the scaling chart, from the latest full run
+(benchmarks/results/latest.json).
 
 uv run python -m benchmarks.readme
 
@@ -14,6 +15,7 @@ from typing import Any
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+SCALING_CHART = RESULTS.with_name("scaling.png")
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 # (group, case as `benchmarks.run` names it) -> how the README names it
@@ -22,6 +24,22 @@ ROWS: dict[tuple[str, str], tuple[str, str]] = {
     ("core", "error, async fallback"): ("core", "error, async fallback"),
     ("core", "error, Context() value"): ("core", "error, `Context()` value"),
     ("scaling", "depth 20, 200 handlers"): ("core", "same error, 20-deep hierarchy, 200 handlers"),
+    ("core", "error, 2 Depends (1 yield)"): (
+        "core",
+        "error, async handler, a sync yield and an async `Depends`",
+    ),
+    ("injection", "error, sync handler, 2 sync Depends (1 yield)"): (
+        "core",
+        "error, sync handler, two sync `Depends` (one yield): one thread hop",
+    ),
+    ("injection", "error, sync handler, 2 sync Depends (1 yield), inline"): (
+        "core",
+        "the same, `inline=True`: no hop",
+    ),
+    ("injection", "error, async handler, 2 async Depends (1 yield)"): (
+        "core",
+        "error, async handler, two async `Depends` (one yield): no hop",
+    ),
     ("faststream", "happy path"): ("FastStream", "happy path, per message"),
     ("faststream", "error, async fallback"): ("FastStream", "error, async fallback"),
     ("faststream", "error, fallback with message=Context()"): (
@@ -45,6 +63,10 @@ ROWS: dict[tuple[str, str], tuple[str, str]] = {
     ("fastapi", "error, side-effect handler -> masked 500 (ASGI)"): (
         "FastAPI",
         "error, side-effect handler, masked 500 (ASGI)",
+    ),
+    ("fastapi", "error, fallback with request injected (ASGI)"): (
+        "FastAPI",
+        "error, fallback with `request` injected (ASGI)",
     ),
     ("fastapi", "error, fallback JSONResponse (httpx)"): (
         "FastAPI",
@@ -104,6 +126,46 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def scaling_chart(results: list[dict[str, Any]], path: Path) -> None:
+    """The cost of a handled error as the hierarchy deepens, handlers multiply and groups grow,
+    one panel per series of `benchmarks.core.SERIES`: excepthub / the same work by hand, the
+    median of the rounds' paired ratios with its ~95% range (the ratio, not the µs, because
+    timings on a shared machine drift with its load while a paired ratio does much less)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .core import SERIES
+
+    by_name = {r["name"]: r for r in results if r["group"] == "scaling"}
+    medians = [r["paired_ratio"] or r["ratio"] for r in by_name.values()]
+    top = 2 * sorted(medians)[len(medians) // 2]  # ranges that reach past it: a noisy machine
+    fig, axes = plt.subplots(1, len(SERIES), figsize=(11, 3.4), sharey=True)
+    for ax, (label, values) in zip(axes, SERIES.values(), strict=True):
+        rows = [by_name[f"{label} {value}"] for value in values]
+        ratios = [r["paired_ratio"] or r["ratio"] for r in rows]
+        low = [ratio - r["ratio_range"][0] for ratio, r in zip(ratios, rows, strict=True)]
+        high = [r["ratio_range"][1] - ratio for ratio, r in zip(ratios, rows, strict=True)]
+        ax.errorbar(values, ratios, yerr=[low, high], fmt="o-", capsize=3)
+        for value, r, ratio in zip(values, rows, ratios, strict=True):
+            note = f"{ratio:.1f}x\n{r['ours_ns'] / 1000:.2f} µs"
+            ax.annotate(note, (value, ratio), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xticks(list(values), [str(v) for v in values])
+        ax.set_xlabel(label)
+        ax.set_ylim(0, top)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("excepthub / by hand (paired ratio)")
+    fig.suptitle(
+        "A handled error as things grow: excepthub against the same work by hand "
+        "(try/except, except* for groups); median µs per error beside each point",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -111,7 +173,8 @@ def main() -> None:
     _, after = rest.split(END, 1)
     results = json.loads(RESULTS.read_text())
     readme.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
-    print(f"wrote the performance table of {readme} from {RESULTS}")
+    scaling_chart(results, SCALING_CHART)
+    print(f"wrote the performance table of {readme} and {SCALING_CHART} from {RESULTS}")
 
 
 if __name__ == "__main__":

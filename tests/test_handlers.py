@@ -550,7 +550,7 @@ def test_handler_without_depends_has_no_fast_depends_model() -> None:
 
     handler = compile_handler(on_value, inline=False, provider=Provider())
 
-    assert handler.model is None
+    assert handler.dependencies is None
 
 
 def test_handler_with_depends_has_a_fast_depends_model() -> None:
@@ -558,7 +558,7 @@ def test_handler_with_depends_has_a_fast_depends_model() -> None:
 
     handler = compile_handler(on_value, inline=False, provider=Provider())
 
-    assert handler.model is not None
+    assert handler.dependencies is not None
 
 
 async def test_handler_without_depends_never_calls_fast_depends(

@@ -2,7 +2,8 @@
 
 A handler is compiled once, at registration, into a `Handler`. The common handler (the error,
 plus values picked from the context by name or with `Context`) is called directly; a handler
-that declares `Depends` is solved by fast-depends, its yield dependencies closed after it.
+that declares `Depends` gets them from fast-depends (`_injection`), its yield dependencies
+closed after it, and its other parameters filled as for any handler.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from typing import Any, Final
 
 import anyio.to_thread
 from fast_depends import Provider
-from fast_depends.core import build_call_model
 from fast_depends.dependencies import Dependant
 from fast_depends.library import CustomField
+
+from ._injection import Dependencies
 
 __all__ = ["Context", "ContextField", "Handler", "available", "compile_handler", "safe_repr"]
 
@@ -106,11 +107,11 @@ class Handler:
 
     __slots__ = (
         "alone",
+        "dependencies",
         "drops_values",
         "error_types",
         "func",
         "invoke",
-        "model",
         "name",
         "needs",
         "returns",
@@ -124,13 +125,13 @@ class Handler:
         error_param: str,
         positional: tuple[str, ...],
         fills: tuple[_Fill, ...],
-        model: Any,
+        dependencies: Dependencies | None,
         error_types: tuple[type, ...] | None = None,
         returns: Any = _EMPTY,
     ) -> None:
         self.func = func
         self.name = _describe(func)
-        self.model = model  # a fast-depends call model, only when the handler uses Depends
+        self.dependencies = dependencies  # only when the handler uses Depends
         self.error_types = error_types  # what the error parameter is annotated with, if anything
         self.returns = returns  # the return annotation, `_EMPTY` when there is none
         # each entry: the context names, any one of which fills one required parameter
@@ -139,8 +140,8 @@ class Handler:
             *((name,) for kind, name, detail in fills if kind == "name" and detail is _EMPTY),
         )
         self.drops_values = False  # set by the registry: a side-effect handler not typed `-> None`
-        self.invoke = _invoker(func, inline, error_param, positional, fills, model)
-        simple = model is None and not positional and not fills and _is_async(func)
+        self.invoke = _invoker(func, inline, error_param, positional, fills, dependencies)
+        simple = dependencies is None and not positional and not fills and _is_async(func)
         self.alone: Callable[[BaseException], Awaitable[Any]] | None = func if simple else None
 
     def fillable(self, supplied: frozenset[str]) -> bool:
@@ -160,20 +161,11 @@ def _invoker(
     error_param: str,
     positional: tuple[str, ...],
     fills: tuple[_Fill, ...],
-    model: Any,
+    dependencies: Dependencies | None,
 ) -> _Invoke:
     call = _caller(func, inline=inline)
-    if model is not None:
-        called = model.call is func  # an async handler: fast-depends calls it; a sync one, we do
-
-        async def solve(error: BaseException, context: Mapping[str, Any]) -> Any:
-            async with AsyncExitStack() as stack:  # yield dependencies close after the handler
-                solved = await model.asolve(
-                    stack=stack, cache_dependencies={}, **{**context, error_param: error}
-                )
-                return solved if called else await call(*solved)
-
-        return solve
+    if dependencies is not None:
+        return _injected(func, inline, error_param, positional, fills, dependencies)
     if len(positional) == 1 and not fills and _is_async(func):
         # Starlette-style `(request, exc)`, the common shape: its own coroutine, no wrapper
         (first,) = positional
@@ -198,6 +190,25 @@ def _invoker(
     if not fills:
         return lambda error, context: call((error,), {})
     return lambda error, context: call((error,), _fill(fills, context))
+
+
+def _injected(
+    func: Callable[..., Any],
+    inline: bool,
+    error_param: str,
+    positional: tuple[str, ...],
+    fills: tuple[_Fill, ...],
+    dependencies: Dependencies,
+) -> _Invoke:
+    is_async = _is_async(func)
+
+    def invoke(error: BaseException, context: Mapping[str, Any]) -> Awaitable[Any]:
+        args = (*[_leading(name, context) for name in positional], error)
+        kwargs = _fill(fills, context) if fills else {}
+        values = {**context, error_param: error}  # a dependency may ask for either by name
+        return dependencies.invoke(func, args, kwargs, values, is_async=is_async, inline=inline)
+
+    return invoke
 
 
 def _leading(name: str, context: Mapping[str, Any]) -> Any:
@@ -231,14 +242,15 @@ def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provide
         )
     positional = tuple(p.name for p in params[:error_index])
     fills: list[_Fill] = []
-    uses_depends = False
+    depends: list[tuple[str, Dependant]] = []
     for param in params[error_index + 1 :]:
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
         metadata = _annotated_metadata(annotations.get(param.name))
         field = next((m for m in (param.default, *metadata) if isinstance(m, CustomField)), None)
-        if isinstance(param.default, Dependant) or any(isinstance(m, Dependant) for m in metadata):
-            uses_depends = True
+        dependant = next((m for m in (param.default, *metadata) if isinstance(m, Dependant)), None)
+        if dependant is not None:
+            depends.append((param.name, dependant))
         elif param.kind is inspect.Parameter.VAR_KEYWORD:
             fills.append(("all", param.name, None))
         elif isinstance(field, ContextField):  # a default or `Annotated[..., Context()]`
@@ -248,20 +260,18 @@ def compile_handler(func: Callable[..., Any], *, inline: bool, provider: Provide
         else:
             fills.append(("name", param.name, param.default))
     error_param = params[error_index]
-    model = None
-    if uses_depends:
+    dependencies = None
+    if depends:
         if error_param.kind is inspect.Parameter.VAR_POSITIONAL:
             raise TypeError(f"handler {_describe(func)} with Depends must name its error parameter")
-        model = build_call_model(func, dependency_provider=provider, is_sync=False)
-        if not _is_async(func):  # solve the arguments; we call it, inline or in a thread
-            model.call = _collect_arguments
+        dependencies = Dependencies(depends, provider)
     return Handler(
         func,
         inline=inline,
         error_param=error_param.name,
         positional=positional,
         fills=tuple(fills),
-        model=model,
+        dependencies=dependencies,
         error_types=_exception_classes(annotations.get(error_param.name)),
         returns=annotations.get("return", _EMPTY),
     )
@@ -286,10 +296,6 @@ def _fill(fills: tuple[_Fill, ...], context: Mapping[str, Any]) -> dict[str, Any
         else:
             kwargs.update(context)
     return kwargs
-
-
-async def _collect_arguments(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    return args, kwargs
 
 
 def _caller(

@@ -16,7 +16,7 @@ import mcp_types
 import pydantic
 import pytest
 from fastmcp import Client, FastMCP
-from fastmcp.exceptions import NotFoundError, ToolError
+from fastmcp.exceptions import NotFoundError, PromptError, ResourceError, ToolError
 from fastmcp.prompts import PromptResult
 from fastmcp.resources import ResourceResult
 from fastmcp.server.context import Context as FastMCPContext
@@ -601,6 +601,34 @@ def test_fastmcps_exceptions_resolve_to_the_default_before_a_broad_user_handler(
 def test_unwrap_leaves_an_exception_without_a_fastmcp_wrapper_as_it_is() -> None:
     error = ToolError("mine")
     error.__cause__ = KeyError("k")
+    assert excepthub_fastmcp.unwrap(error) is error
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "text"),
+    [
+        (ToolError, "Error calling tool 'forecast'"),  # masked
+        (ToolError, "Error calling tool 'forecast': boom"),
+        (ToolError, "Rate limited by upstream API, please retry later"),
+        (ResourceError, "Error reading resource 'data://x': boom"),
+        (PromptError, 'Error rendering prompt "it\'s"'),
+    ],
+)
+def test_unwrap_takes_off_a_wrapper_by_the_text_fastmcp_gives_it(
+    wrapper: type[Exception], text: str
+) -> None:
+    error = wrapper(text)
+    error.__cause__ = RuntimeError("boom")  # never raised: no traceback, no frame to read
+    assert excepthub_fastmcp.unwrap(error) is error.__cause__
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Error calling tool 'forecast': another cause", "Error calling tool forecast", "quota"],
+)
+def test_unwrap_leaves_a_tool_error_whose_text_fastmcp_did_not_write(text: str) -> None:
+    error = ToolError(text)
+    error.__cause__ = RuntimeError("boom")
     assert excepthub_fastmcp.unwrap(error) is error
 
 

@@ -472,7 +472,23 @@ class _Failures:
         scope = conn.scope
         if scope.get(_PASSING) is error:  # let through at route level already
             raise error
-        outcome = await self._handle(conn, error, scope.get(_ROUTERS) if from_route else None)
+        routers = scope.get(_ROUTERS) if from_route else None
+        if routers is None and scope["type"] == "http":
+            # `_handle`'s call, spelled out (one coroutine fewer): the common error path
+            try:
+                outcome = await self.registry.handle(
+                    error,
+                    defaults=self.framework.answers,
+                    convert=_rendered,
+                    request=conn,
+                    websocket=None,
+                    correlation_id=self._request_id(scope),
+                )
+            except Exception as raised:
+                scope[_PASSING] = raised
+                raise
+        else:
+            outcome = await self._handle(conn, error, routers)
         answer: Any
         if outcome.published:  # over HTTP, rendered already (inside handling)
             answer = outcome.value

@@ -16,7 +16,6 @@ import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
-from types import CodeType
 from typing import Any, Final, NoReturn, Protocol
 
 from fastmcp.exceptions import (
@@ -28,7 +27,6 @@ from fastmcp.exceptions import (
     ToolError,
 )
 from fastmcp.prompts import Message, PromptResult
-from fastmcp.prompts.function_prompt import FunctionPrompt
 from fastmcp.resources import ResourceContent, ResourceResult
 from fastmcp.resources.base import convert_raw_to_resource_result
 from fastmcp.server.context import Context as FastMCPContext
@@ -108,12 +106,18 @@ _MASKING: Final = Defaults(
 # FastMCP's own answers, and pydantic errors (-32602 "Invalid request parameters").
 _SERVER_ANSWERS: Final = (*_FASTMCP_ANSWERS, PydanticValidationError)
 
-# Where FastMCP raises the wrappers it puts around a user's exception (`raise X(...) from e`).
-_WRAPPED_IN: Final[dict[type[Exception], frozenset[CodeType]]] = {
-    ToolError: frozenset({FastMCP.call_tool.__code__}),
-    ResourceError: frozenset({FastMCP.read_resource.__code__}),
-    PromptError: frozenset({FastMCP.render_prompt.__code__, FunctionPrompt.render.__code__}),
+# What FastMCP says when it puts a wrapper around a user's exception (`raise X(...) from e`):
+# the text its clients see, `<prefix> 'name'`, `<prefix> 'name': <the exception>`, or an
+# upstream failure's. Told apart by that public text, never by FastMCP's frames: a `ToolError`
+# a tool raises itself says what its author wrote.
+_WRAPPER_PREFIX: Final[dict[type[Exception], str]] = {
+    ToolError: "Error calling tool ",
+    ResourceError: "Error reading resource ",
+    PromptError: "Error rendering prompt ",
 }
+_UPSTREAM_TEXTS: Final = frozenset(
+    {"Rate limited by upstream API, please retry later", "Upstream request timed out, please retry"}
+)
 # FastMCP tags a pydantic error from a tool's body with this private class; found by name so
 # that a FastMCP release without it only loses this one unwrapping step.
 _BODY_ERROR: Final[type[Exception] | None] = getattr(_function_tool, "_ToolBodyError", None)
@@ -128,21 +132,35 @@ def unwrap(error: Exception) -> Exception:
     stays as it is.
     """
     while isinstance(cause := error.__cause__, Exception):
-        kind = type(error)
-        if kind is not _BODY_ERROR and _raised_in(error) not in _WRAPPED_IN.get(kind, ()):
+        if type(error) is not _BODY_ERROR and not _wraps(error, cause):
             break
         error = cause
     return error
 
 
-def _raised_in(error: BaseException) -> CodeType | None:
-    """The code that raised `error`: the innermost entry of its traceback."""
-    tb = error.__traceback__
-    if tb is None:
-        return None
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb.tb_frame.f_code
+def _wraps(error: Exception, cause: Exception) -> bool:
+    """Whether `error` is the wrapper FastMCP raised around `cause`, read off its text."""
+    kind = type(error)
+    prefix = _WRAPPER_PREFIX.get(kind)
+    if prefix is None:
+        return False
+    text = str(error)
+    if text in _UPSTREAM_TEXTS:
+        return kind is not PromptError
+    if not text.startswith(prefix):
+        return False
+    name = text[len(prefix) :]  # `'name'`, or `'name': <cause>`
+    if not _is_quoted(name):
+        try:
+            detail = f": {cause}"
+        except Exception:  # a cause whose str() fails: FastMCP could not have quoted it
+            return False
+        name = name.removesuffix(detail) if name.endswith(detail) else ""
+    return _is_quoted(name)
+
+
+def _is_quoted(name: str) -> bool:
+    return len(name) >= 2 and name[0] in "'\"" and name[-1] == name[0]  # formatted with `!r`
 
 
 def _answered_without_its_text(error: Exception, context: MiddlewareContext[Any]) -> bool:
