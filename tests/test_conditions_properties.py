@@ -1,7 +1,8 @@
 """Conditions and declines, for every class hierarchy, registration list and group shape.
 
 The registry is checked against a plain reference model (`Model`) of the documented order of
-candidates: it knows nothing of the registry's code and memo, only the list of registrations.
+candidates: it knows nothing of the registry's code and memo, only the list of registrations;
+the public reference (`excepthub.testing.candidates`, `reference_resolve`) must agree with both.
 Each error carries a `tag` (0-3); a registration's condition holds (or raises) for some tags,
 its handler declines for some tags, so one class meets every path. Pass-throughs (`reraise`),
 conditional or not, are registrations too.
@@ -19,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from excepthub import Decline, ErrorEvent, ExceptionMiddleware, Outcome, reraise
+from excepthub.testing import candidates as reference_candidates
+from excepthub.testing import reference_resolve
 
 # arbitrary registrations shadow handlers on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::excepthub.ExcepthubWarning")
@@ -292,6 +295,7 @@ def test_candidates_agree_with_the_reference_order(world: World) -> None:
             (world.handler(r), r.publish, world.condition(r)) for r in world.model.order(cls)
         ]
         assert [(c.handler, c.publish, c.condition) for c in exc.candidates(cls)] == expected
+        assert list(exc.candidates(cls)) == reference_candidates(exc, cls)  # the public model
 
 
 @SETTINGS
@@ -310,6 +314,7 @@ def test_resolve_of_an_instance_answers_the_first_candidate_that_holds(
         ]
         found = exc.resolve(error)
         assert (found and found.handler) == (world.handler(holding[0]) if holding else None)
+        assert found == reference_resolve(exc, error)
 
 
 @pytest.mark.anyio

@@ -1,7 +1,7 @@
 """Rules that hold for every class hierarchy, every handler map and every group shape.
 
 The registry is checked against the plain reference model users get too,
-`excepthub.testing.reference_resolve` (an uncached MRO walk, the fallback map first), over
+`excepthub.testing.reference_resolve` (the documented order of candidates, uncached), over
 hierarchies and nested groups drawn by the public strategies of `excepthub.testing`: classes
 made with `type()`, multiple inheritance and diamonds included.
 """

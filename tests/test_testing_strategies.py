@@ -150,8 +150,12 @@ def test_a_pass_through_is_placed_by_its_position_in_the_mro() -> None:
     )
 
     assert reference_resolve(passing, OSError) == Resolution(reraise, False, OSError)
-    assert reference_resolve(passing, FileNotFoundError) == Resolution(on_any, True, Exception)
+    # the side-effect handler nearer than the pass-through is asked; the fallback past it never
+    assert reference_resolve(passing, FileNotFoundError) == Resolution(
+        on_any, False, FileNotFoundError
+    )
     assert passing.resolve(OSError) == reference_resolve(passing, OSError)
+    assert passing.resolve(FileNotFoundError) == reference_resolve(passing, FileNotFoundError)
 
 
 def test_a_group_class_reaches_group_keys_only() -> None:
@@ -166,7 +170,7 @@ def test_a_base_exception_reaches_nothing() -> None:
 
 
 def test_the_reference_resolver_refuses_what_is_not_an_exception_class() -> None:
-    with pytest.raises(TypeError, match="takes an exception class"):
+    with pytest.raises(TypeError, match="takes an exception or an exception class"):
         reference_resolve(exc, "KeyError")  # type: ignore[arg-type]
 
 
