@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.middleware import Middleware
 
@@ -165,6 +165,22 @@ async def test_a_fallback_answered_below_500_is_no_error_as_in_fastapi() -> None
 
     assert observed(with_hub) == observed(native)
     assert observed(with_hub)["span"] == (None, 409, "UNSET")
+
+
+async def test_an_http_exception_fastapi_answers_with_a_5xx_reads_exactly_as_natively() -> None:
+    native, with_hub = InMemory(), InMemory()
+
+    def unavailable(app: FastAPI) -> None:
+        @app.get("/busy")
+        async def busy() -> None:
+            raise HTTPException(503, "busy")
+
+    hubbed = build(with_hub, hub(ExceptionMiddleware({Boom: print})), unavailable)
+    assert await get(build(native, [], unavailable), "/busy") == 503
+    assert await get(hubbed, "/busy") == 503
+
+    assert observed(with_hub) == observed(native)
+    assert observed(native)["logs"] == []  # a status, no exception telemetry
 
 
 async def test_an_error_no_handler_takes_reads_exactly_as_without_excepthub() -> None:

@@ -152,7 +152,7 @@ class _Framework:
     ways the registries are asked: a router's registry, the app's once a router's handler
     re-raised the error, and after the response started (nothing can be answered then)."""
 
-    __slots__ = ("answered", "answers", "reported", "router", "started")
+    __slots__ = ("answered", "answers", "own", "reported", "router", "started")
 
     def __init__(
         self, name: str, answers: dict[excepthub.ExceptionKey, Callable[..., Any]]
@@ -167,6 +167,7 @@ class _Framework:
             logs_unhandled=True,
         )
         self.answered = tuple(answers)  # a quick `isinstance` before walking the MRO
+        self.own = frozenset(answers.values())  # the framework's own answers, as it sends them
         # a broad handler of a router never takes the framework's own exceptions; they, and what
         # none of its handlers takes, go on unreported to the app's registry
         self.router = excepthub.Defaults(
@@ -502,7 +503,11 @@ class _Failures:
         if scope["type"] == "websocket":  # not `isinstance`: an ABC's check costs a call
             await _answer_websocket(cast(WebSocket, conn), answer)
             return None
-        if getattr(answer, "status_code", 0) >= 500 and _TELEMETRY_KEY in scope:
+        if (
+            getattr(answer, "status_code", 0) >= 500
+            and _TELEMETRY_KEY in scope
+            and outcome.handler not in self.framework.own  # FastAPI's own answer: as natively
+        ):
             await _show_telemetry(scope, outcome.error)
         return answer  # type: ignore[no-any-return]
 
