@@ -377,7 +377,7 @@ def _install(
         # way to excepthub; a handler the user registered with `@app.exception_handler` stays.
         if _framework_default(handler, layer):
             layer.add_exception_handler(key, dispatch)
-        elif key in _FRAMEWORK_CLASSES:  # wrapped past seeing: the app tells whose it is
+        elif key in _FRAMEWORK_CLASSES:  # the user's, or a default wrapped past seeing
             layer.add_exception_handler(key, _Undisclosed(key, handler, dispatch))
     layer.add_exception_handler(Exception, dispatch)
 
@@ -398,10 +398,11 @@ def _framework_default(handler: Any, layer: StarletteExceptionMiddleware) -> boo
 
 
 class _Undisclosed:
-    """In Starlette's table at one of the framework's classes, in place of a handler that hides
-    what it wraps (Sentry's Starlette integration wraps every handler so): on each error, the
-    app tells whether it stands for the framework's default, whose place excepthub takes, or
-    for the user's own handler, which answers as before."""
+    """In Starlette's table at one of the framework's classes, in place of a handler excepthub
+    cannot place: the user's own, or a wrapper that hides the framework's default it wraps (as
+    Sentry's Starlette integration wraps every handler). On each error the app's public
+    `exception_handlers` tell which: the default's place is excepthub's, the user's handler
+    answers as before."""
 
     __slots__ = ("dispatch", "key", "native")
 
