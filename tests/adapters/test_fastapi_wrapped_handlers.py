@@ -13,10 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketException
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketClose, WebSocketDisconnect
 
 import excepthub_fastapi
 from excepthub import ErrorEvent, ExceptionMiddleware
@@ -26,7 +31,7 @@ from ._telemetry import exception_types, only_in_child, run_in_child, sentry
 
 pytestmark = pytest.mark.anyio
 
-TEAPOT = {"detail": "I'm a Teapot"}
+TEAPOT_TEXT = "I'm a Teapot"
 
 
 def build(middleware: list[Middleware], setup: Callable[[FastAPI], Any] | None = None) -> FastAPI:
@@ -86,13 +91,13 @@ def counted(calls: list[str]) -> Callable[[FastAPI], None]:
     return setup
 
 
-async def asgi_get(app: FastAPI, path: str) -> httpx.Response:
+async def asgi_get(app: Starlette, path: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         return await http.get(path)
 
 
-async def served_get(app: FastAPI, path: str) -> httpx.Response:
+async def served_get(app: Starlette, path: str) -> httpx.Response:
     """`GET path` from a real client to the app on uvicorn."""
     with uvicorn_on_loopback(app, access_log=False) as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -203,6 +208,65 @@ async def test_with_sentry_the_users_own_handler_for_a_framework_class_stays() -
         teapot = await served_get(build([excepthub_fastapi.middleware(exc)], setup), "/teapot")
 
     assert (teapot.status_code, teapot.json()) == (418, {"own": 418})
+
+
+def starlette_app(middleware: list[Middleware]) -> Starlette:
+    """A plain Starlette app whose `/teapot` raises `HTTPException(418)`."""
+
+    async def teapot(request: Request) -> PlainTextResponse:
+        raise StarletteHTTPException(418)
+
+    return Starlette(routes=[Route("/teapot", teapot)], middleware=middleware)
+
+
+@only_in_child
+async def test_with_sentry_a_starlette_app_is_starlette_and_answers_as_starlette() -> None:
+    events: list[ErrorEvent] = []
+    exc = ExceptionMiddleware(on_error=[events.append])
+    with sentry():
+        native = await served_get(starlette_app([]), "/teapot")
+        plain = await served_get(starlette_app([excepthub_fastapi.middleware(exc)]), "/teapot")
+
+        @exc.add_handler(StarletteHTTPException, publish=True)
+        async def http_error(error: StarletteHTTPException) -> JSONResponse:
+            return JSONResponse({"excepthub": error.status_code}, status_code=error.status_code)
+
+        taken = await served_get(starlette_app([excepthub_fastapi.middleware(exc)]), "/teapot")
+
+    assert (
+        (plain.status_code, plain.text) == (native.status_code, native.text) == (418, TEAPOT_TEXT)
+    )
+    assert (taken.status_code, taken.json()) == (418, {"excepthub": 418})
+    assert [e.framework for e in events] == ["starlette", "starlette"]
+
+
+@only_in_child
+@pytest.mark.parametrize("taken", [False, True], ids=["no handler", "a handler"])
+async def test_with_sentry_a_websocket_exception_closes_the_socket_as_without_excepthub(
+    taken: bool,
+) -> None:
+    exc = ExceptionMiddleware()
+    if taken:
+        exc.add_handler(WebSocketException, publish=True)(lambda error: WebSocketClose(4000))
+    closes = []
+    with sentry():
+        for middleware in ([], [excepthub_fastapi.middleware(exc)]):
+            app = build(middleware)
+
+            @app.websocket("/ws")
+            async def ws(websocket: WebSocket) -> None:
+                await websocket.accept()
+                raise WebSocketException(4003, "go away")
+
+            with (
+                TestClient(app) as http,
+                http.websocket_connect("/ws") as socket,
+                pytest.raises(WebSocketDisconnect) as closed,
+            ):
+                socket.receive_text()
+            closes.append(closed.value.code)
+
+    assert closes == [4003, 4000 if taken else 4003]
 
 
 def test_sentry_with_its_starlette_integration_in_a_process_of_its_own() -> None:

@@ -436,6 +436,9 @@ def _native_answer(
             return await _call(native, request, exc)
         return await _call(default, request, exc)
 
+    # named as the default it gives (on events and in logs); no `__wrapped__`: its own signature
+    answer.__module__, answer.__name__ = default.__module__, default.__name__
+    answer.__qualname__ = default.__qualname__
     return answer
 
 
