@@ -261,8 +261,10 @@ class ExcepthubMiddleware:
     `app.add_middleware(ExcepthubMiddleware, registry=registry)` before the app starts. On
     construction it finds Starlette's `ExceptionMiddleware` below it and registers its
     route-level dispatcher there: for `Exception`, and in place of the framework's default
-    handlers (handlers the user registered with `@app.exception_handler` stay and win for
-    their classes). Right above that middleware, it also does its work in its place.
+    handlers, also wrapped (by `functools.wraps` or by Sentry's Starlette integration: what no
+    user handler takes goes to the wrapper); handlers the user registered with
+    `@app.exception_handler` stay and win for their classes. Right above that middleware, it
+    also does its work in its place.
     """
 
     def __init__(
