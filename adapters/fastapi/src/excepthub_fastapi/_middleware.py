@@ -42,6 +42,7 @@ from fastapi.exception_handlers import (
     websocket_request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from fastapi.routing import APIRouter
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException, WebSocketException
@@ -49,6 +50,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware as StarletteExceptionMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect, WebSocketState
 
@@ -260,8 +262,10 @@ class ExcepthubMiddleware:
     `app.add_middleware(ExcepthubMiddleware, registry=registry)` before the app starts. On
     construction it finds Starlette's `ExceptionMiddleware` below it and registers its
     route-level dispatcher there: for `Exception`, and in place of the framework's default
-    handlers (handlers the user registered with `@app.exception_handler` stay and win for
-    their classes). Right above that middleware, it also does its work in its place.
+    handlers, also wrapped (by `functools.wraps` or by Sentry's Starlette integration: what no
+    user handler takes goes to the wrapper); handlers the user registered with
+    `@app.exception_handler` stay and win for their classes. Right above that middleware, it
+    also does its work in its place.
     """
 
     def __init__(
@@ -282,10 +286,10 @@ class ExcepthubMiddleware:
             # Position-independent: only the errors that reach this middleware are its own
             # (what Starlette's ExceptionMiddleware answers stays as without excepthub).
             _log.warning("%s", hidden)
-            self._failures = _Failures(registry, request_id_header, None)
+            self._failures = _Failures(registry, request_id_header, None, None)
             return
         handlers = _starlette_handlers(route_level)
-        self._failures = _Failures(registry, request_id_header, handlers)
+        self._failures = _Failures(registry, request_id_header, handlers, route_level)
         _install(route_level, self._failures.dispatch)
         # Right above Starlette's ExceptionMiddleware, whose every handler but the user's is
         # excepthub's now, this middleware does its work in its place: one layer fewer on
@@ -372,11 +376,99 @@ def _install(
     """Register `dispatch` in Starlette's `ExceptionMiddleware` `layer`."""
     registered: Mapping[Any, Any] = getattr(layer, "_exception_handlers", {})
     for key, handler in list(registered.items()):
-        # The framework's defaults (FastAPI's, or Starlette's bound methods) give way to
-        # excepthub; a handler the user registered with `@app.exception_handler` stays.
-        if handler in _FRAMEWORK_HANDLERS or getattr(handler, "__self__", None) is layer:
+        # The framework's defaults (FastAPI's, or Starlette's bound methods), also wrapped, give
+        # way to excepthub; a handler the user registered with `@app.exception_handler` stays.
+        if _framework_default(handler, layer):
             layer.add_exception_handler(key, dispatch)
+        elif key in _FRAMEWORK_CLASSES:  # the user's, or a default wrapped past seeing
+            layer.add_exception_handler(key, _Undisclosed(key, handler, dispatch))
     layer.add_exception_handler(Exception, dispatch)
+
+
+def _unwrapped(handler: Any) -> Any:
+    """`handler` without the `functools.wraps` wrappers around it (their `__wrapped__`)."""
+    try:
+        return inspect.unwrap(handler)
+    except ValueError:  # a cycle of `__wrapped__`: no handler of the framework's inside
+        return handler
+
+
+def _framework_default(handler: Any, layer: StarletteExceptionMiddleware) -> bool:
+    """Whether `handler` is the framework's default, itself or behind `functools.wraps`
+    wrappers: FastAPI's, or Starlette's (a method of `layer`)."""
+    inner = _unwrapped(handler)
+    return inner in _FRAMEWORK_HANDLERS or getattr(inner, "__self__", None) is layer
+
+
+class _Undisclosed:
+    """In Starlette's table at one of the framework's classes, in place of a handler excepthub
+    cannot place: the user's own, or a wrapper that hides the framework's default it wraps (as
+    Sentry's Starlette integration wraps every handler). On each error the app's public
+    `exception_handlers` tell which: the default's place is excepthub's, the user's handler
+    answers as before."""
+
+    __slots__ = ("dispatch", "key", "native")
+
+    def __init__(self, key: type[Exception], native: Any, dispatch: Callable[..., Any]) -> None:
+        self.key, self.native, self.dispatch = key, native, dispatch
+
+    async def __call__(self, conn: HTTPConnection, error: Exception) -> Any:
+        if _app_default(conn, self.key):
+            return await self.dispatch(conn, error)
+        return await _call(self.native, conn, error)
+
+
+def _app_default(conn: HTTPConnection, key: type[Exception]) -> bool:
+    """Whether the app's public `exception_handlers` leave `key` to the framework: no handler
+    (Starlette's own) or FastAPI's, also wrapped."""
+    registered = getattr(conn.scope.get("app"), "exception_handlers", None)
+    return isinstance(registered, Mapping) and (
+        key not in registered or _unwrapped(registered[key]) in _FRAMEWORK_HANDLERS
+    )
+
+
+def _native_answer(
+    key: type[Exception], native: Any, default: Callable[..., Any], *, disclosed: bool
+) -> Callable[..., Any]:
+    """The framework's answer to `key` given by the wrapper Starlette's table had in its place
+    (`native`), so that what no user handler takes is answered as without excepthub;
+    `default` where a wrapper that hides what it wraps (not `disclosed`) is the user's own."""
+
+    async def answer(request: HTTPConnection, exc: Exception) -> Any:
+        if disclosed or _app_default(request, key):
+            return await _call(native, request, exc)
+        return await _call(default, request, exc)
+
+    # named as the default it gives (on events and in logs); no `__wrapped__`: its own signature
+    answer.__module__, answer.__name__ = default.__module__, default.__name__
+    answer.__qualname__ = default.__qualname__
+    return answer
+
+
+def _framework_of(layer: StarletteExceptionMiddleware, native: _StarletteHandlers) -> _Framework:
+    """FastAPI's or Starlette's: FastAPI's when the routes below `layer` are an `APIRouter` or
+    its handlers are FastAPI's; its answers given by the wrappers `layer` has around them."""
+    routes: Any = layer
+    for _ in range(8):  # FastAPI: ExceptionMiddleware -> AsyncExitStackMiddleware -> APIRouter
+        routes = getattr(routes, "app", None)
+        if routes is None or isinstance(routes, Router):
+            break
+    fastapi = isinstance(routes, APIRouter) or any(
+        _unwrapped(h) in _FRAMEWORK_HANDLERS for h in native[0].values()
+    )
+    framework = _FASTAPI if fastapi else _STARLETTE
+    defaults: Mapping[Any, Callable[..., Any]] = framework.answers.publish_handlers
+    wrapped = {
+        cls: _native_answer(cls, h, defaults[cls], disclosed=_framework_default(h, layer))
+        for cls, h in native[0].items()
+        if cls in framework.answered
+        and h not in _FRAMEWORK_HANDLERS
+        and getattr(h, "__self__", None) is not layer
+    }
+    if not wrapped:  # the common case: the framework's own handlers, shared
+        return framework
+    answers = {cls: defaults[cls] for cls in framework.answered}
+    return _Framework(framework.answers.framework, {**answers, **wrapped})
 
 
 def router_handlers(registry: excepthub.ExceptionMiddleware) -> params.Depends:
@@ -431,6 +523,8 @@ _FRAMEWORK_HANDLERS: Final = frozenset(
         websocket_request_validation_exception_handler,
     }
 )
+# The classes the frameworks answer: a handler there that hides what it wraps may be theirs.
+_FRAMEWORK_CLASSES: Final = frozenset({*_FASTAPI.answered, *_STARLETTE.answered})
 
 
 # -- unit of work -> handle -----------------------------------------------------------------
@@ -447,13 +541,15 @@ class _Failures:
         registry: excepthub.ExceptionMiddleware,
         request_id_header: str,
         native: _StarletteHandlers | None,
+        layer: StarletteExceptionMiddleware | None,
     ) -> None:
         self.registry = registry
         self._header = request_id_header.lower().encode("latin-1")
         # the handlers Starlette's ExceptionMiddleware had before excepthub registered its own
         self._native = None if native is None else (dict(native[0]), dict(native[1]))
-        fastapi = native is None or any(h in _FRAMEWORK_HANDLERS for h in native[0].values())
-        self.framework = _FASTAPI if fastapi else _STARLETTE  # a plain Starlette app otherwise
+        self.framework = _FASTAPI  # the tables out of sight: FastAPI's defaults
+        if native is not None and layer is not None:
+            self.framework = _framework_of(layer, native)
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
