@@ -32,8 +32,11 @@ PACKAGES = {
     "excepthub-fastmcp": "excepthub_fastmcp",
 }
 # what the examples need besides the four distributions (the README's install section says so)
-EXAMPLE_EXTRAS = {"excepthub-faststream": "[redis,rabbit]"}
-EXAMPLE_TOOLS = ["httpx", "pytest", "pytest-timeout"]
+EXAMPLE_EXTRAS = {
+    "excepthub": "[testing,otel,sentry]",
+    "excepthub-faststream": "[redis,rabbit,nats]",
+}
+EXAMPLE_TOOLS = ["httpx", "pytest", "pytest-timeout", "opentelemetry-sdk", "schemathesis"]
 SDIST_FILES = {"PKG-INFO", "pyproject.toml", "README.md", "LICENSE", ".gitignore"}
 
 
