@@ -23,6 +23,7 @@ from faststream.rabbit import (
 )
 from faststream.redis import RedisBroker, StreamSub, TestRedisBroker
 
+import excepthub
 from excepthub import Retry
 from excepthub_faststream import ExceptionMiddleware, RedeliveryUnsupported
 
@@ -42,6 +43,10 @@ def _registry(**retry: Any) -> tuple[ExceptionMiddleware, list[BaseException]]:
     exc = ExceptionMiddleware(logger=None, retry=policy)
     exc.add_handler(Exception)(taken.append)
     return exc, taken
+
+
+def test_the_adapters_refusal_is_the_cores() -> None:
+    assert RedeliveryUnsupported is excepthub.RedeliveryUnsupported  # one class to catch
 
 
 def test_through_broker_takes_a_bool() -> None:
