@@ -20,11 +20,11 @@ def _is_exception_class(value: object) -> bool:
 class RedeliveryUnsupported(RuntimeError):
     """A `Retry(through_broker=True)` policy met work it cannot give back to a broker.
 
-    Raised before the work runs, never in place of a retry: where a unit of work has no broker
-    (an MCP tool call, a direct `call_with_retries`) or its broker cannot redeliver with a
-    count (FastStream's core NATS, a batch, a Redis list or channel, a message acked on
-    receipt, the test brokers). The message names what is missing and the fix; no handler
-    takes it.
+    Raised instead of ever retrying such work in the process, before it runs: when FastMCP's
+    middleware is built with the registry, when `call_with_retries` is called (it has no
+    broker), and at a FastStream subscriber's first message where its broker cannot redeliver
+    with a count (core NATS, a batch, a Redis list or channel, a message acked on receipt, the
+    test brokers). It names what is missing and the fix; no handler takes it.
     """
 
 

@@ -258,13 +258,14 @@ def _rabbit(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
         )
     if raw.locked:  # aio-pika's own mark: consumed with no_ack, FastStream's ACK_FIRST here
         _acked_on_receipt()
-    if not raw.exchange:  # the default exchange routes by queue name: the key is the queue
+    if not raw.exchange and raw.routing_key:  # the default exchange routes by queue name
         return _RabbitDelayQueues(raw.routing_key)
     subscriber = _subscriber(context)  # another exchange: only the subscriber knows its queue
     if subscriber is None:
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on RabbitMQ needs the queue the message came from (its "
-            f"delay queues dead-letter back to it); it came through exchange {raw.exchange!r}, "
+            f"delay queues dead-letter back to it); it came through exchange {raw.exchange!r} "
+            f"with routing key {raw.routing_key!r}, "
             "and this FastStream release does not show middlewares the subscriber, nor so its "
             "queue: publish to the queue through the default exchange, or use "
             "Retry(through_broker=False)"
