@@ -105,4 +105,6 @@ def _class_of(error: object) -> type[BaseException]:
         return type(error)
     if isinstance(error, type) and issubclass(error, BaseException):
         return error
-    raise TypeError(f"reference_resolve() takes an exception or an exception class, got {error!r}")
+    raise TypeError(
+        f"reference_resolve() takes an exception or an exception class, got {error!r}"
+    )
