@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from excepthub import ErrorEvent, ExceptionMiddleware, Retry
+from excepthub import ErrorEvent, ExceptionMiddleware, RedeliveryUnsupported, Retry
 
 pytestmark = pytest.mark.anyio
 
@@ -249,6 +249,90 @@ async def test_cancellation_of_the_work_is_never_retried(clock: FakeClock) -> No
 
     assert calls == [1]
     assert clock.waits == []
+
+
+# -- a retry made another way: record_retry ---------------------------------------------------
+
+
+async def test_a_retry_made_elsewhere_is_logged_counted_and_shown_as_call_with_retries_does(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[ErrorEvent] = []
+    exc = ExceptionMiddleware(retry=policy(clock, attempts=5), on_error=[events.append])
+    error = ConnectionError("peer went away")
+
+    with caplog.at_level(logging.DEBUG, logger="excepthub"):
+        await exc.record_retry(error, 2, correlation_id="c-4", message="m")
+
+    [record] = caplog.records
+    assert (record.levelno, record.getMessage()) == (
+        logging.WARNING,
+        "ConnectionError retried (attempt 2 of 5) [correlation_id=c-4]",
+    )
+    assert exc.get_error_stats() == {"ConnectionError": {"retried": 1}}
+    [event] = events
+    assert (event.error, event.outcome, event.handler) == (error, "retried", None)
+    assert (event.correlation_id, event.context["message"]) == ("c-4", "m")
+    assert clock.waits == []  # a record only: the waiting is the caller's
+
+
+async def test_a_retry_through_the_broker_reads_as_given_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exc = ExceptionMiddleware(retry=Retry(attempts=3, through_broker=True))
+
+    with caplog.at_level(logging.DEBUG, logger="excepthub"):
+        await exc.record_retry(TimeoutError(), 1)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "TimeoutError retried (attempt 1 of 3, given back to the broker)"
+    ]
+
+
+async def test_the_context_may_use_any_name() -> None:
+    events: list[ErrorEvent] = []
+    exc = ExceptionMiddleware(retry=Retry(), logger=None, on_error=[events.append])
+
+    await exc.record_retry(ConnectionError(), 1, attempt="theirs", error="theirs")
+
+    assert events[0].context == {"attempt": "theirs", "error": "theirs"}
+
+
+@pytest.mark.parametrize(
+    ("attempt", "error", "message"),
+    [(0, ValueError, "counts from 1, got 0"), (True, TypeError, "must be an int, got True")],
+)
+async def test_record_retry_refuses_an_attempt_that_is_no_count(
+    attempt: Any, error: type[Exception], message: str
+) -> None:
+    exc = ExceptionMiddleware(retry=Retry(), logger=None)
+    with pytest.raises(error, match=message):
+        await exc.record_retry(ConnectionError(), attempt)
+    assert exc.get_error_stats() == {}
+
+
+async def test_record_retry_without_a_policy_names_the_fix() -> None:
+    exc = ExceptionMiddleware(logger=None)
+    with pytest.raises(RuntimeError, match=r"ExceptionMiddleware\(retry=Retry\(\.\.\.\)\)"):
+        await exc.record_retry(ConnectionError(), 1)
+
+
+# -- through_broker where nothing can give the work back ---------------------------------------
+
+
+async def test_call_with_retries_refuses_a_policy_through_the_broker_before_the_work_runs(
+    clock: FakeClock,
+) -> None:
+    exc = ExceptionMiddleware(retry=policy(clock, through_broker=True), logger=None)
+    work = Flaky(ConnectionError())
+
+    with pytest.raises(RedeliveryUnsupported, match=r"through_broker=False") as raised:
+        await exc.call_with_retries(work)
+
+    assert "dataclasses.replace(policy, through_broker=False)" in str(raised.value)
+    assert work.calls == 0  # neither run once nor retried in the process
+    assert clock.waits == []
+    assert exc.get_error_stats() == {}
 
 
 # -- validation -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ._outcome import (
     reraise,
 )
 from ._registry import ExceptionMiddleware
-from ._retry import Retry
+from ._retry import RedeliveryUnsupported, Retry
 from ._version import __version__
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ExceptionMiddleware",
     "Outcome",
     "OutcomeKind",
+    "RedeliveryUnsupported",
     "Resolution",
     "Retry",
     "ShadowedHandlerWarning",

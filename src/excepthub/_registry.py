@@ -55,7 +55,7 @@ from ._outcome import (
     OutcomeKind,
     Resolution,
 )
-from ._retry import Retry
+from ._retry import RedeliveryUnsupported, Retry
 
 __all__ = ["MEMO_SIZE", "ExceptionMiddleware"]
 
@@ -611,10 +611,19 @@ class ExceptionMiddleware:
 
         Adapters wrap the unit of work in it when the registry has a `retry` policy; each
         retry is logged and counted as `retried`. The last error propagates to the handlers.
+        A policy with `through_broker=True` is refused with `RedeliveryUnsupported` before
+        `work` runs: it gives work back to a broker, never retries it in the process.
         """
         policy = self.retry
         if policy is None:
             return await work()
+        if policy.through_broker:
+            raise RedeliveryUnsupported(
+                "Retry(through_broker=True) gives a failed message back to its broker, and "
+                "this work has none (only FastStream's adapter does): give it a registry whose "
+                "policy has through_broker=False, e.g. dataclasses.replace(policy, "
+                "through_broker=False), to retry in the process"
+            )
         attempt = 1
         while True:
             try:
@@ -622,10 +631,37 @@ class ExceptionMiddleware:
             except Exception as error:
                 if attempt >= policy.attempts or not policy.is_transient(error):
                     raise
-                detail = f" (attempt {attempt} of {policy.attempts})"
-                await self._report("retried", error, None, context, None, detail)
+                await self.record_retry(error, attempt, **context)
             await policy.sleep(policy.delay(attempt))
             attempt += 1
+
+    async def record_retry(self, error: Exception, attempt: int, /, **context: Any) -> None:
+        """Log and count `error` as `retried`: attempt number `attempt` (1 for the first run)
+        failed with it, and the work will run again.
+
+        `call_with_retries` records its own retries; an adapter that retries another way
+        records each one with this, as the FastStream adapter does when it gives a message
+        back to its broker. The record reads `(attempt n of N)`, with `given back to the
+        broker` under `Retry(through_broker=True)`; hooks see the outcome `retried`.
+        `context` as for `handle`. It needs the registry's `retry` policy.
+
+        ```python
+        await exc.record_retry(error, 2, correlation_id="c-7")
+        ```
+        """
+        policy = self.retry
+        if policy is None:
+            raise RuntimeError(
+                "record_retry() counts an attempt of the registry's retry policy, and this "
+                "registry has none: build it with ExceptionMiddleware(retry=Retry(...))"
+            )
+        if not isinstance(attempt, int) or isinstance(attempt, bool):
+            raise TypeError(f"record_retry(): attempt must be an int, got {safe_repr(attempt)}")
+        if attempt < 1:
+            raise ValueError(f"record_retry(): attempt counts from 1, got {attempt}")
+        how = ", given back to the broker" if policy.through_broker else ""
+        detail = f" (attempt {attempt} of {policy.attempts}{how})"
+        await self._report("retried", error, None, context, None, detail)
 
     def logs(self, outcome: OutcomeKind) -> bool:
         """Whether this registry writes an error with that outcome to its log (per `logger`

@@ -10,11 +10,22 @@ from typing import Any
 
 import anyio
 
-__all__ = ["Retry"]
+__all__ = ["RedeliveryUnsupported", "Retry"]
 
 
 def _is_exception_class(value: object) -> bool:
     return isinstance(value, type) and issubclass(value, Exception)
+
+
+class RedeliveryUnsupported(RuntimeError):
+    """A `Retry(through_broker=True)` policy met work it cannot give back to a broker.
+
+    Raised instead of ever retrying such work in the process, before it runs: when FastMCP's
+    middleware is built with the registry, when `call_with_retries` is called (it has no
+    broker), and at a FastStream subscriber's first message where its broker cannot redeliver
+    with a count (core NATS, a batch, a Redis list or channel, a message acked on receipt, the
+    test brokers). It names what is missing and the fix; no handler takes it.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +38,8 @@ class Retry:
     like handlers. `sleep` and `random` are there for tests (a fake clock); cancellation during
     a wait stops retrying at once. `through_broker=True` gives a failed message back to its
     broker for a later redelivery instead of waiting in process, the attempt counted by the
-    broker (the FastStream adapter; see "Retries through the broker" in the docs).
+    broker (the FastStream adapter; elsewhere `RedeliveryUnsupported`; see "Retries through the
+    broker" in the docs).
 
     ```python
     exc = ExceptionMiddleware(retry=Retry(on=(ConnectionError, TimeoutError), attempts=3))

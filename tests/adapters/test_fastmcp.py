@@ -25,7 +25,14 @@ from fastmcp.tools import ToolResult
 from mcp import MCPError
 
 import excepthub_fastmcp
-from excepthub import Context, ExceptionKey, ExceptionMiddleware, Retry, reraise
+from excepthub import (
+    Context,
+    ExceptionKey,
+    ExceptionMiddleware,
+    RedeliveryUnsupported,
+    Retry,
+    reraise,
+)
 from excepthub_fastmcp import Denial, Guided, MCPErrorReply, deny, guide, mcp_error
 
 pytestmark = pytest.mark.anyio
@@ -1028,6 +1035,33 @@ async def test_a_let_through_error_after_retries_is_answered_by_fastmcp(era: str
         result = await client.call_tool_mcp("forecast", {"city": "Oslo"})
     assert result.is_error
     assert text(result) == "Error calling tool 'forecast'"  # FastMCP's wrapper, masked
+
+
+def test_a_registry_retrying_through_a_broker_is_refused_when_the_middleware_is_built() -> None:
+    exc = ExceptionMiddleware(retry=Retry(on=(ConnectionError,), through_broker=True))
+    with pytest.raises(RedeliveryUnsupported, match=r"excepthub_fastmcp\.middleware\(\)") as raised:
+        excepthub_fastmcp.middleware(exc)
+    assert "dataclasses.replace(policy, through_broker=False)" in str(raised.value)
+
+
+async def test_a_policy_through_a_broker_given_later_fails_the_call_before_the_tool_runs(
+    era: str, logs: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    seen: list[BaseException] = []
+    exc = ExceptionMiddleware(handlers={Exception: seen.append}, retry=retrying(clock))
+    mcp, calls = weather_with_flaky_forecast(exc, failures=1)
+    exc.retry = retrying(clock, through_broker=True)  # after FastMCP was built with it
+    async with Client(mcp, mode=era) as client:
+        with pytest.raises(MCPError) as raised:  # what escapes a middleware: an MCP error
+            await client.call_tool_mcp("forecast", {"city": "Oslo"})
+    assert calls == []  # neither run nor retried in the process
+    assert seen == []  # a set-up error: the catch-all handler never hides it
+    assert exc.get_error_stats() == {}
+    refusals = [r for r in logs.records if r.exc_info and r.exc_info[0] is RedeliveryUnsupported]
+    assert refusals  # the MCP server's own record of what escaped
+    assert all(r.name != "excepthub" for r in refusals)
+    assert raised.value.error.message in {str(refusals[0].exc_info[1]), "Internal server error"}
 
 
 # -- no detail reaches the client ------------------------------------------------------------

@@ -43,7 +43,14 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError as PydanticValidationError
 from referencing import Registry
 
-from excepthub import Defaults, ExceptionMiddleware, Outcome, OutcomeKind, reraise
+from excepthub import (
+    Defaults,
+    ExceptionMiddleware,
+    Outcome,
+    OutcomeKind,
+    RedeliveryUnsupported,
+    reraise,
+)
 
 from ._gateway import (
     UpstreamError,
@@ -211,6 +218,13 @@ class ExcepthubMiddleware(Middleware):
             raise TypeError(
                 f"middleware() takes an excepthub.ExceptionMiddleware, got {registry!r}"
             )
+        if registry.retry is not None and registry.retry.through_broker:
+            raise RedeliveryUnsupported(
+                "excepthub_fastmcp.middleware(): Retry(through_broker=True) gives a failed "
+                "message back to its broker, and a tool, resource or prompt call has none: give "
+                "FastMCP a registry whose policy has through_broker=False, e.g. dataclasses."
+                "replace(policy, through_broker=False), to retry in the process"
+            )
         self.registry = registry
         registry.plug_in(DEFAULTS)  # now, so that a handler nothing can fill is refused here
         _hold_framework_logs()
@@ -266,6 +280,8 @@ class ExcepthubMiddleware(Middleware):
                 _HOLDING.reset(holding)  # what handlers log is theirs, never held
         except Exception as raised:
             if attempts is not None:
+                if not attempts.ran:  # refused before the call (RedeliveryUnsupported): a set-up
+                    raise  # error, for FastMCP to log and answer; no handler hides it
                 raised = attempts.as_raised(raised)
             return await self._recover(raised, context, answers, held)
         except BaseException:  # cancelled: FastMCP's records stand
@@ -375,7 +391,7 @@ class _Attempts:
     """One tool/resource/prompt call as `call_with_retries` runs it: on the user's exception,
     so that `Retry(on=...)` matches the user's classes, not FastMCP's wrapper."""
 
-    __slots__ = ("call_next", "context", "held", "registry", "unwrapped", "wrapper")
+    __slots__ = ("call_next", "context", "held", "ran", "registry", "unwrapped", "wrapper")
 
     def __init__(
         self,
@@ -390,12 +406,14 @@ class _Attempts:
         self.held = held
         self.wrapper: Exception | None = None
         self.unwrapped: Exception | None = None
+        self.ran = False
 
     def as_raised(self, error: Exception) -> Exception:
         """What FastMCP raised for `error`: its wrapper, if it had one."""
         return self.wrapper if self.wrapper is not None and error is self.unwrapped else error
 
     async def __call__(self) -> Any:
+        self.ran = True
         if self.held:  # the attempt before failed, and excepthub reported it as retried
             records = self.held[:]
             self.held.clear()

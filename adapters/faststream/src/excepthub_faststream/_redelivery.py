@@ -20,15 +20,21 @@ Per broker (the message class says which):
 Anything else (core NATS, a batch, a Redis channel or list, a message acked on receipt) is
 refused with `RedeliveryUnsupported` at its subscriber's first message, before the subscriber
 runs: never an in-process retry in its place.
+
+What is read comes from the message itself (`msg.raw_message`'s public attributes) and from
+FastStream's public context name "broker". Two facts only the subscriber holds (a RabbitMQ
+queue reached through a named exchange, a Redis `StreamSub`'s `no_ack`) are read from the
+context value "handler_", feature-detected (see `_subscriber`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
-from faststream import AckPolicy
 from faststream.exceptions import NackMessage
+
+from excepthub import RedeliveryUnsupported
 
 if TYPE_CHECKING:
     from faststream import ContextRepo, StreamMessage
@@ -42,14 +48,6 @@ __all__ = ["RedeliveryUnsupported", "call_with_redelivery", "redelivery_for"]
 _DELAY_QUEUE: Final = ".excepthub-retry-"
 # The header a RabbitMQ copy carries: the attempts made before it was given back.
 _ATTEMPTS: Final = "x-excepthub-attempts"
-
-
-class RedeliveryUnsupported(RuntimeError):
-    """A `Retry(through_broker=True)` policy met a message its broker cannot redeliver later
-    with a count: core NATS (not JetStream), a batch, a Redis channel or list (not a stream
-    with a consumer group), a message acked on receipt (`AckPolicy.ACK_FIRST`, Redis
-    `no_ack=True`), FastStream's test brokers (which imitate none of it). Raised at the
-    subscriber's first message, before the subscriber runs; no handler takes it."""
 
 
 class _Broker(Protocol):
@@ -85,29 +83,36 @@ async def call_with_redelivery(
         if attempt is None or attempt >= policy.attempts:
             raise
         await broker.give_back(msg, policy.delay(attempt))
-        detail = f" (attempt {attempt} of {policy.attempts}, given back to the broker)"
-        context = {"message": msg, "correlation_id": msg.correlation_id}
-        # the core's own record of a retry: logged and counted as `call_with_retries` does
-        await registry._report("retried", error, None, context, None, detail)
+        await registry.record_retry(error, attempt, message=msg, correlation_id=msg.correlation_id)
         # settled already: FastStream's own nack finds it so, and nothing else runs
         raise NackMessage() from error
 
 
 def redelivery_for(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     """The broker's redelivery for this message, or `RedeliveryUnsupported` saying why not."""
-    subscriber = context.get_local("handler_")
-    if msg.committed is not None or getattr(subscriber, "ack_policy", None) is AckPolicy.ACK_FIRST:
-        raise RedeliveryUnsupported(
-            "Retry(through_broker=True) needs the message unacknowledged while it runs, but "
-            "its subscriber acks on receipt (AckPolicy.ACK_FIRST): drop that ack policy, or "
-            "use Retry(through_broker=False) to retry in the process"
-        )
+    if msg.committed is not None:  # FastStream's AckPolicy.ACK_FIRST acks before middlewares run
+        _acked_on_receipt()
     cls = type(msg)
     check = _CHECKS.get(cls) or _check_for(cls)
-    return check(msg, subscriber)
+    return check(msg, context)
 
 
-_Check = Callable[["StreamMessage[Any]", Any], _Broker]
+def _acked_on_receipt() -> NoReturn:
+    raise RedeliveryUnsupported(
+        "Retry(through_broker=True) needs the message unacknowledged while it runs, but "
+        "its subscriber acks on receipt (AckPolicy.ACK_FIRST): drop that ack policy, or "
+        "use Retry(through_broker=False) to retry in the process"
+    )
+
+
+def _subscriber(context: ContextRepo) -> Any:
+    """The subscriber running this message, or None. FastStream names no public route to it
+    for a middleware; it sets it as the context value "handler_" (which its own `Consumer`
+    annotations read), so a release without it is met with None, never an error."""
+    return context.get_local("handler_")
+
+
+_Check = Callable[["StreamMessage[Any]", "ContextRepo"], _Broker]
 _CHECKS: dict[type, _Check] = {}  # per message class: FastStream has a handful
 
 
@@ -129,7 +134,7 @@ def _check_for(cls: type) -> _Check:
     return check
 
 
-def _unsupported(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+def _unsupported(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     raise RedeliveryUnsupported(
         f"Retry(through_broker=True) works with NATS JetStream, RabbitMQ and Redis Streams; "
         f"this subscriber's messages are {type(msg).__name__}: use Retry(through_broker=False) "
@@ -141,29 +146,29 @@ def _unsupported(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
 
 
 class _JetStream:
-    __slots__ = ()
+    __slots__ = ("context",)
+
+    def __init__(self, context: ContextRepo) -> None:
+        self.context = context
 
     async def attempt(self, msg: StreamMessage[Any]) -> int | None:
         return int(msg.raw_message.metadata.num_delivered)
 
     async def give_back(self, msg: StreamMessage[Any], delay: float) -> None:
         await msg.nack(delay=delay)  # type: ignore[call-arg]  # NatsMessage's own keyword
-        client = getattr(msg.raw_message, "_client", None)  # nats-py's connection, if it shows it
-        if client is not None:
-            await client.flush()  # the nak is with the server before the retry counts as given back
+        # the nak is with the server before the retry counts as given back: the broker's
+        # public connection (`NatsBroker.connection`), the one its subscribers read from
+        await self.context.get("broker").connection.flush()
 
 
-_JETSTREAM: Final = _JetStream()
-
-
-def _nats_batch(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+def _nats_batch(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     raise RedeliveryUnsupported(
         f"Retry(through_broker=True) takes one NATS message at a time, not a "
         f"{type(msg).__name__}: subscribe without a batch, or use Retry(through_broker=False)"
     )
 
 
-def _jetstream(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+def _jetstream(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     if not (msg.raw_message.reply or "").startswith("$JS.ACK."):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on NATS needs JetStream, which redelivers and counts; "
@@ -171,7 +176,7 @@ def _jetstream(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
             "TestNatsBroker, which does not imitate JetStream): subscribe with "
             "`stream=JStream(...)` and a durable consumer, or use Retry(through_broker=False)"
         )
-    return _JETSTREAM
+    return _JetStream(context)
 
 
 # -- RabbitMQ -------------------------------------------------------------------------------
@@ -243,12 +248,27 @@ class _RabbitDelayQueues:
         await channel.queue_declare(delay_queue, passive=True)
 
 
-def _rabbit(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
-    if type(msg.raw_message).__module__.startswith("faststream.rabbit.testing"):
+def _rabbit(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
+    raw = msg.raw_message
+    if type(raw).__module__.startswith("faststream.rabbit.testing"):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) needs RabbitMQ's own queues, which FastStream's "
             "TestRabbitBroker does not imitate: test it against RabbitMQ, or use "
             "Retry(through_broker=False) under the test broker"
+        )
+    if raw.locked:  # aio-pika's own mark: consumed with no_ack, FastStream's ACK_FIRST here
+        _acked_on_receipt()
+    if not raw.exchange and raw.routing_key:  # the default exchange routes by queue name
+        return _RabbitDelayQueues(raw.routing_key)
+    subscriber = _subscriber(context)  # another exchange: only the subscriber knows its queue
+    if subscriber is None:
+        raise RedeliveryUnsupported(
+            "Retry(through_broker=True) on RabbitMQ needs the queue the message came from (its "
+            f"delay queues dead-letter back to it); it came through exchange {raw.exchange!r} "
+            f"with routing key {raw.routing_key!r}, "
+            "and this FastStream release does not show middlewares the subscriber, nor so its "
+            "queue: publish to the queue through the default exchange, or use "
+            "Retry(through_broker=False)"
         )
     queue = getattr(subscriber, "queue", None)
     name = getattr(queue, "name", None)
@@ -288,7 +308,7 @@ class _RedisPending:
 _REDIS_PENDING: Final = _RedisPending()
 
 
-def _not_a_stream(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
+def _not_a_stream(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
     raise RedeliveryUnsupported(
         "Retry(through_broker=True) on Redis needs a stream read by a consumer group, whose "
         f"pending entries count deliveries; this subscriber reads {type(msg).__name__}: "
@@ -297,8 +317,10 @@ def _not_a_stream(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
     )
 
 
-def _redis(msg: StreamMessage[Any], subscriber: Any) -> _Broker:
-    if getattr(getattr(subscriber, "stream_sub", None), "no_ack", False):
+def _redis(msg: StreamMessage[Any], context: ContextRepo) -> _Broker:
+    # Only the subscriber's StreamSub says no_ack (nothing on the message); without it, such
+    # an entry is found not pending at its first failure, which then goes to the handlers.
+    if getattr(getattr(_subscriber(context), "stream_sub", None), "no_ack", False):
         raise RedeliveryUnsupported(
             "Retry(through_broker=True) on Redis needs the entry pending while it runs, but "
             "this StreamSub reads with no_ack=True: drop no_ack, or use Retry(through_broker="
