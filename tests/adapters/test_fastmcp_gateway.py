@@ -20,7 +20,7 @@ from fastmcp import Client, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server import create_proxy
 from fastmcp.server.middleware import Middleware, MiddlewareContext
-from fastmcp.server.providers.proxy import ProxyClient, ProxyProvider
+from fastmcp.server.providers.proxy import FastMCPProxy, ProxyClient, ProxyProvider
 from fastmcp.tools import ToolResult
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -95,6 +95,10 @@ def backend_server() -> FastMCP:
     @backend.resource("backend://rejected")
     def rejected_resource() -> str:
         return "never"
+
+    @backend.resource("backend://rejected/{item}")
+    def rejected_item(item: str) -> str:
+        return item
 
     @backend.prompt(name="rejected")
     def rejected_prompt() -> str:
@@ -340,6 +344,23 @@ async def test_a_handler_sees_the_upstream_json_rpc_error_with_its_code(
     assert telling(logs) == []  # the handled records carry no upstream text; FastMCP's dropped
 
 
+async def test_a_resource_of_an_upstream_template_is_relayed_too(
+    gateway: Gateway, logs: pytest.LogCaptureFixture, era: str
+) -> None:
+    seen: list[UpstreamProtocolError] = []
+    gateway.exc.add_handler(UpstreamProtocolError)(seen.append)
+
+    async with Client(gateway.url, mode=era) as client:
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource_mcp("backend://rejected/7")
+    assert raised.value.message == "Error reading resource 'backend://rejected/7'"
+    assert [(e.method, e.name, e.code) for e in seen] == [
+        ("resources/read", "backend://rejected/7", REJECTED_CODE)
+    ]
+    assert SECRET.encode() not in gateway.wire()
+    assert telling(logs) == []
+
+
 async def test_one_handler_for_upstream_error_takes_every_kind(cut_off: Gateway, era: str) -> None:
     seen: list[UpstreamError] = []
 
@@ -417,6 +438,72 @@ async def test_a_local_tools_error_result_on_a_proxy_is_its_own_answer(
     assert result.is_error
     assert result.content[0].text == "told on purpose"
     assert seen == []
+
+
+async def test_a_connection_failure_of_a_local_tool_on_a_proxy_is_its_own(
+    backend_url: str, era: str, logs: pytest.LogCaptureFixture
+) -> None:
+    seen: list[Exception] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    proxy = create_proxy(backend_url, middleware=[excepthub_fastmcp.middleware(exc)])
+
+    @proxy.tool
+    def local() -> int:
+        raise ConnectionRefusedError(f"local cache at {SECRET} refused")
+
+    async with Client(proxy, mode=era) as client:
+        result = await client.call_tool_mcp("local", {})
+    assert result.content[0].text == "Error calling tool 'local'"
+    assert seen == []
+    [record] = telling(logs)  # no handler takes it: FastMCP logs it, as without excepthub
+    assert (record.name, record.getMessage()) == (
+        "fastmcp.server.server",
+        "Error calling tool 'local'",
+    )
+    assert exc.get_error_stats() == {"ConnectionRefusedError": {"unhandled": 1}}
+
+
+class CountingProxy(FastMCPProxy):
+    """A proxy that counts the lookups of its tools, FastMCP's own and the adapter's."""
+
+    lookups = 0
+
+    async def get_tool(self, name: str, version: Any = None) -> Any:
+        self.lookups += 1
+        return await super().get_tool(name, version)
+
+
+@pytest.mark.parametrize(
+    ("tool", "extra"),
+    [("forecast", 0), ("local_bug", 0), ("local_refused", 1), ("failing", 1)],
+)
+async def test_the_adapter_looks_a_tool_up_only_for_an_error_an_upstream_failure_can_be(
+    backend_url: str, era: str, tool: str, extra: int
+) -> None:
+    # a success: none; a ValueError: none; a connection failure or an isError result: one,
+    # to tell the proxy's from the server's own
+    lookups = {}
+    for guarded in (False, True):
+        exc = ExceptionMiddleware(handlers={ValueError: lambda _: None, OSError: lambda _: None})
+        middleware = [excepthub_fastmcp.middleware(exc)] if guarded else []
+        proxy = CountingProxy(
+            client_factory=lambda: ProxyClient(backend_url), middleware=middleware
+        )
+
+        @proxy.tool
+        def local_bug() -> int:
+            raise ValueError("a bug")
+
+        @proxy.tool
+        def local_refused() -> int:
+            raise ConnectionRefusedError("refused")
+
+        async with Client(proxy, mode=era) as client:
+            proxy.lookups = 0
+            await client.call_tool_mcp(tool, {"city": "Oslo"} if tool == "forecast" else {})
+        lookups[guarded] = proxy.lookups
+    assert lookups[False] > 0  # FastMCP's own: the count is seen
+    assert lookups[True] == lookups[False] + extra
 
 
 # -- gateway policy: a middleware denies before the call goes upstream -------------------------
@@ -520,6 +607,79 @@ async def test_an_mcp_error_of_a_local_tool_on_a_proxy_keeps_fastmcps_meaning(
         result = await client.call_tool_mcp("local", {})
     assert result.is_error
     assert result.content[0].text == "Error calling tool 'local'"
+    assert seen == []
+
+
+class Refuses(Middleware):
+    """A middleware after the adapter that answers every call and listing with an MCPError."""
+
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        raise MCPError(REJECTED_CODE, f"refused: {SECRET}")
+
+    async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        raise MCPError(REJECTED_CODE, f"refused: {SECRET}")
+
+
+async def test_an_mcp_error_for_a_proxied_tool_is_taken_for_the_upstreams(
+    backend_url: str, era: str
+) -> None:
+    # told by the component the call targets, not by where the error was raised: a middleware
+    # after the adapter that raises an MCPError for a proxied tool reads as its upstream's
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    proxy = create_proxy(backend_url, middleware=[excepthub_fastmcp.middleware(exc), Refuses()])
+
+    @proxy.tool
+    def local() -> int:
+        return 1
+
+    async with Client(proxy, mode=era) as client:
+        proxied = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+        with pytest.raises(MCPError) as own:
+            await client.call_tool_mcp("local", {})
+        with pytest.raises(MCPError) as listing:
+            await client.list_tools_mcp()
+    assert proxied.content[0].text == "Error calling tool 'forecast'"
+    assert (own.value.code, own.value.message) == (REJECTED_CODE, f"refused: {SECRET}")  # as ever
+    assert (listing.value.code, listing.value.message) == (
+        mcp_types.INTERNAL_ERROR,
+        "Internal server error",
+    )
+    assert [(type(e), e.method, e.name) for e in seen] == [
+        (UpstreamProtocolError, "tools/call", "forecast"),
+        (UpstreamProtocolError, "tools/list", None),
+    ]
+
+
+async def test_a_listing_mcp_error_on_a_server_that_proxies_nothing_keeps_fastmcps_meaning(
+    era: str,
+) -> None:
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    server = FastMCP("plain", middleware=[excepthub_fastmcp.middleware(exc), Refuses()])
+
+    async with Client(server, mode=era) as client:
+        with pytest.raises(MCPError) as listing:
+            await client.list_tools_mcp()
+    assert (listing.value.code, listing.value.message) == (REJECTED_CODE, f"refused: {SECRET}")
+    assert seen == []
+
+
+async def test_a_parents_adapter_masks_a_mounted_proxys_failure_without_taking_it_for_upstream(
+    backend_url: str, era: str
+) -> None:
+    # the parent finds FastMCP's wrapper of the mounted tool, not a ProxyTool: give the mounted
+    # proxy the adapter to have its upstream failures as UpstreamError
+    seen: list[Exception] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    main = FastMCP("main", middleware=[excepthub_fastmcp.middleware(exc)])
+    main.mount(create_proxy(backend_url), namespace="weather")
+
+    async with Client(main, mode=era) as client:
+        result = await client.call_tool_mcp("weather_rejected", {})
+    assert result.is_error
+    assert result.content[0].text == "Error calling tool 'rejected'"  # the mounted proxy's words
+    assert SECRET not in result.model_dump_json()
     assert seen == []
 
 
