@@ -153,6 +153,7 @@ _TRANSPORT_FAILURES: Final[tuple[type[BaseException], ...]] = (
 # The classes an upstream failure arrives as, httpx's aside (a cheap first test on every error).
 _CANDIDATES: Final = (MCPError, RuntimeError, *_TRANSPORT_FAILURES)
 _HTTP_FAILURE_CLASSES: Final[dict[type[BaseException], bool]] = {}
+_REMEMBERED: Final = 512  # classes made at run time must not grow the memo without end
 
 
 def may_be_upstream(error: BaseException) -> bool:
@@ -191,7 +192,8 @@ def _http_failure(error: BaseException) -> bool:
     known = _HTTP_FAILURE_CLASSES.get(kind)
     if known is None:
         known = is_request_error(error) or is_http_status_error(error)
-        _HTTP_FAILURE_CLASSES[kind] = known
+        if len(_HTTP_FAILURE_CLASSES) < _REMEMBERED:
+            _HTTP_FAILURE_CLASSES[kind] = known
     return known
 
 
