@@ -17,12 +17,13 @@ The lookup is made on the error path only, for an error of a kind an upstream fa
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import ModuleType
 from typing import Any, Final
 
 import anyio
 from fastmcp.server.middleware import MiddlewareContext
+from fastmcp.server.providers import Provider
 from fastmcp.server.server import FastMCP
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.exceptions import is_http_status_error, is_request_error
@@ -209,41 +210,52 @@ def upstream_failure(
 
 
 async def _relayed(context: MiddlewareContext[Any]) -> bool:
-    """Whether a proxy serves the request: the component it targets, as the server's public
-    `get_tool`/`get_resource`/`get_resource_template`/`get_prompt` find it, is a proxy's
-    (`ProxyTool`, ...); for a listing, or a component the server cannot look up (its proxy's
-    listing failed), whether the server proxies."""
+    """Whether a proxy serves the request: the component it targets is a proxy's (`ProxyTool`,
+    ...); for a listing, or a component that cannot be looked up (a proxy's listing failed, as it
+    did for FastMCP), whether the server proxies."""
     fastmcp_context = context.fastmcp_context
     if fastmcp_context is None:
         return False
     server = fastmcp_context.fastmcp
-    lookup = _component_of(server, context)
-    if lookup is None:  # a listing, or another request the server answers itself
+    finders = _FINDERS.get(context.method or "")
+    if finders is None:  # a listing, or another request the server answers itself
         return _proxies(server)
+    key = _call_of(context)[1]
+    if key is None:
+        return False
     try:
-        component = await lookup
-    except Exception:  # FastMCP cannot resolve it either: a provider's listing fails
+        component = await _find(server, finders, key)
+    except Exception:  # a provider's listing fails: on a proxy, its upstream's
         return _proxies(server)
     return isinstance(component, _PROXIED)
 
 
-def _component_of(
-    server: FastMCP[Any], context: MiddlewareContext[Any]
-) -> Awaitable[object] | None:
-    """The lookup of the tool, resource or prompt the request targets; `None` for others."""
-    method = context.method
-    if method == "tools/call":
-        return server.get_tool(context.message.name)
-    if method == "prompts/get":
-        return server.get_prompt(context.message.name)
-    if method == "resources/read":
-        return _resource_or_template(server, str(context.message.uri))
+_Finder = Callable[[Provider, str], Awaitable[object]]
+
+# How each call's target is found by the name or URI the client asked for: FastMCP's public
+# lookups, which every provider and the server itself have.
+_FINDERS: Final[dict[str, tuple[_Finder, ...]]] = {
+    "tools/call": (lambda where, name: where.get_tool(name),),
+    "prompts/get": (lambda where, name: where.get_prompt(name),),
+    "resources/read": (  # a resource first, then a template, as FastMCP reads one
+        lambda where, uri: where.get_resource(uri),
+        lambda where, uri: where.get_resource_template(uri),
+    ),
+}
+
+
+async def _find(server: FastMCP[Any], finders: tuple[_Finder, ...], key: str) -> object | None:
+    """The component under `key`, as the server's providers find it, in the server's order (a
+    local tool: about 2 µs); failing that, as the server finds it (about 40 µs: every transform,
+    visibility and auth check), for a name that a transform of the server's own gives."""
+    for find in finders:
+        for provider in server.providers:
+            if (component := await find(provider, key)) is not None:
+                return component
+    for find in finders:
+        if (component := await find(server, key)) is not None:
+            return component
     return None
-
-
-async def _resource_or_template(server: FastMCP[Any], uri: str) -> object:
-    resource = await server.get_resource(uri)
-    return resource if resource is not None else await server.get_resource_template(uri)
 
 
 def _proxies(server: FastMCP[Any]) -> bool:
