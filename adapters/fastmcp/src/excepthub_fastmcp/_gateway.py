@@ -8,10 +8,11 @@ detail for the log, hands it to the registry, and answers the client without tha
 a handler puts it there.
 
 What counts as upstream, told by FastMCP's public API: an `isError` result, an `MCPError` or a
-connection failure of a call to a component FastMCP proxies (the server's `get_tool` & co. find
-a `ProxyTool`, `ProxyResource`, `ProxyTemplate` or `ProxyPrompt`), and an `MCPError` or a
-connection failure of a listing on a server that proxies (a `FastMCPProxy`, a `ProxyProvider`).
-The lookup is made on the error path only, for an error of a kind an upstream failure arrives as.
+connection failure of a call to a component FastMCP proxies (the public `get_tool` & co. of
+the server's providers find a `ProxyTool`, `ProxyResource`, `ProxyTemplate` or `ProxyPrompt`),
+and an `MCPError` or a connection failure of a listing on a server that proxies (a
+`FastMCPProxy`, a `ProxyProvider`). The lookup is made on the error path only, for an error of
+a kind an upstream failure arrives as.
 """
 
 from __future__ import annotations
