@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+import httpx
+import httpx2
 import mcp_types
 import pytest
 from fastmcp import Client, FastMCP
@@ -38,6 +40,7 @@ from excepthub_fastmcp import (
     UpstreamUnavailable,
     deny,
 )
+from excepthub_fastmcp._gateway import may_be_upstream
 
 from ._servers import uvicorn_on_loopback
 from .test_fastmcp_http import Recorder
@@ -568,6 +571,58 @@ async def test_a_policy_denial_never_goes_upstream(
     assert denied.content[0].text == "failing is not available through this gateway"
     assert not allowed.is_error
     assert reached == ["forecast"]
+
+
+# -- what an upstream failure arrives as: told without a lookup ---------------------------------
+
+
+def caused(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+def status_error(module: Any) -> BaseException:
+    request = module.Request("GET", "http://127.0.0.1:9/mcp")
+    response = module.Response(503, request=request)
+    error: BaseException = module.HTTPStatusError("503", request=request, response=response)
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MCPError(REJECTED_CODE, "rejected"),
+        TimeoutError(),
+        ConnectionRefusedError(),
+        anyio.ClosedResourceError(),
+        anyio.EndOfStream(),
+        anyio.BrokenResourceError(),
+        httpx2.ConnectError("refused"),
+        httpx2.ReadTimeout("slow"),
+        status_error(httpx2),
+        httpx.ConnectError("refused"),  # an httpx of the older line, as FastMCP still tells it
+        status_error(httpx),
+        caused(RuntimeError("Client failed to connect"), httpx2.ConnectError("refused")),
+    ],
+    ids=repr,
+)
+def test_an_error_an_upstream_failure_arrives_as_is_looked_into(error: BaseException) -> None:
+    assert may_be_upstream(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("a bug"),
+        RuntimeError("a bug"),
+        KeyError("a bug"),
+        caused(RuntimeError("a bug"), ValueError("a bug")),
+        ToolError("told on purpose"),
+    ],
+    ids=repr,
+)
+def test_any_other_error_is_not(error: BaseException) -> None:
+    assert not may_be_upstream(error)
 
 
 # -- every way a server proxies ----------------------------------------------------------------
