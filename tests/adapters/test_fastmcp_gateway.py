@@ -14,14 +14,18 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+import httpx
+import httpx2
 import mcp_types
 import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server import create_proxy
 from fastmcp.server.middleware import Middleware, MiddlewareContext
+from fastmcp.server.providers import LocalProvider
 from fastmcp.server.providers.proxy import ProxyClient, ProxyProvider
-from fastmcp.tools import ToolResult
+from fastmcp.tools import Tool, ToolResult
+from fastmcp.utilities.versions import VersionSpec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from mcp import MCPError
@@ -36,6 +40,7 @@ from excepthub_fastmcp import (
     UpstreamUnavailable,
     deny,
 )
+from excepthub_fastmcp._gateway import may_be_upstream
 
 from ._servers import uvicorn_on_loopback
 from .test_fastmcp_http import Recorder
@@ -95,6 +100,10 @@ def backend_server() -> FastMCP:
     @backend.resource("backend://rejected")
     def rejected_resource() -> str:
         return "never"
+
+    @backend.resource("backend://rejected/{item}")
+    def rejected_item(item: str) -> str:
+        return item
 
     @backend.prompt(name="rejected")
     def rejected_prompt() -> str:
@@ -340,6 +349,23 @@ async def test_a_handler_sees_the_upstream_json_rpc_error_with_its_code(
     assert telling(logs) == []  # the handled records carry no upstream text; FastMCP's dropped
 
 
+async def test_a_resource_of_an_upstream_template_is_relayed_too(
+    gateway: Gateway, logs: pytest.LogCaptureFixture, era: str
+) -> None:
+    seen: list[UpstreamProtocolError] = []
+    gateway.exc.add_handler(UpstreamProtocolError)(seen.append)
+
+    async with Client(gateway.url, mode=era) as client:
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource_mcp("backend://rejected/7")
+    assert raised.value.message == "Error reading resource 'backend://rejected/7'"
+    assert [(e.method, e.name, e.code) for e in seen] == [
+        ("resources/read", "backend://rejected/7", REJECTED_CODE)
+    ]
+    assert SECRET.encode() not in gateway.wire()
+    assert telling(logs) == []
+
+
 async def test_one_handler_for_upstream_error_takes_every_kind(cut_off: Gateway, era: str) -> None:
     seen: list[UpstreamError] = []
 
@@ -419,6 +445,90 @@ async def test_a_local_tools_error_result_on_a_proxy_is_its_own_answer(
     assert seen == []
 
 
+async def test_a_connection_failure_of_a_local_tool_on_a_proxy_is_its_own(
+    backend_url: str, era: str, logs: pytest.LogCaptureFixture
+) -> None:
+    seen: list[Exception] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    proxy = create_proxy(backend_url, middleware=[excepthub_fastmcp.middleware(exc)])
+
+    @proxy.tool
+    def local() -> int:
+        raise ConnectionRefusedError(f"local cache at {SECRET} refused")
+
+    async with Client(proxy, mode=era) as client:
+        result = await client.call_tool_mcp("local", {})
+    assert result.content[0].text == "Error calling tool 'local'"
+    assert seen == []
+    [record] = telling(logs)  # no handler takes it: FastMCP logs it, as without excepthub
+    assert (record.name, record.getMessage()) == (
+        "fastmcp.server.server",
+        "Error calling tool 'local'",
+    )
+    assert exc.get_error_stats() == {"ConnectionRefusedError": {"unhandled": 1}}
+
+
+class CountingTools(LocalProvider):
+    """Local tools that count their lookups, FastMCP's and the adapter's, in `seen`."""
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    async def get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
+        self.seen.append(name)
+        return await super().get_tool(name, version)
+
+
+class CountingUpstream(ProxyProvider):
+    """An upstream's tools that count their lookups in `seen`."""
+
+    def __init__(self, url: str, seen: list[str]) -> None:
+        super().__init__(lambda: ProxyClient(url))
+        self.seen = seen
+
+    async def get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
+        self.seen.append(name)
+        return await super().get_tool(name, version)
+
+
+def local_bug() -> int:
+    raise ValueError("a bug")
+
+
+def local_refused() -> int:
+    raise ConnectionRefusedError("refused")
+
+
+@pytest.mark.parametrize(
+    ("tool", "looked_up"), [("forecast", False), ("local_bug", False), ("local_refused", True)]
+)
+async def test_the_adapter_looks_a_tool_up_only_for_an_error_an_upstream_failure_can_be(
+    backend_url: str, era: str, tool: str, looked_up: bool
+) -> None:
+    # a proxied success: no lookup; a ValueError: none either; a connection failure: the
+    # adapter looks the tool up, to tell a proxy's from the server's own
+    lookups = {}
+    for guarded in (False, True):
+        seen: list[str] = []
+        exc = ExceptionMiddleware(handlers={ValueError: lambda _: None, OSError: lambda _: None})
+        server = FastMCP(
+            "gateway", middleware=[excepthub_fastmcp.middleware(exc)] if guarded else []
+        )
+        server.add_provider(CountingUpstream(backend_url, seen))
+        tools = CountingTools(seen)
+        tools.add_tool(local_bug)
+        tools.add_tool(local_refused)
+        server.add_provider(tools)
+
+        async with Client(server, mode=era) as client:
+            seen.clear()
+            await client.call_tool_mcp(tool, {"city": "Oslo"} if tool == "forecast" else {})
+        lookups[guarded] = len(seen)
+    assert lookups[False] > 0  # FastMCP's own: the count sees lookups
+    assert (lookups[True] > lookups[False]) is looked_up
+
+
 # -- gateway policy: a middleware denies before the call goes upstream -------------------------
 
 
@@ -461,6 +571,58 @@ async def test_a_policy_denial_never_goes_upstream(
     assert denied.content[0].text == "failing is not available through this gateway"
     assert not allowed.is_error
     assert reached == ["forecast"]
+
+
+# -- what an upstream failure arrives as: told without a lookup ---------------------------------
+
+
+def caused(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+def status_error(module: Any) -> BaseException:
+    request = module.Request("GET", "http://127.0.0.1:9/mcp")
+    response = module.Response(503, request=request)
+    error: BaseException = module.HTTPStatusError("503", request=request, response=response)
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MCPError(REJECTED_CODE, "rejected"),
+        TimeoutError(),
+        ConnectionRefusedError(),
+        anyio.ClosedResourceError(),
+        anyio.EndOfStream(),
+        anyio.BrokenResourceError(),
+        httpx2.ConnectError("refused"),
+        httpx2.ReadTimeout("slow"),
+        status_error(httpx2),
+        httpx.ConnectError("refused"),  # an httpx of the older line, as FastMCP still tells it
+        status_error(httpx),
+        caused(RuntimeError("Client failed to connect"), httpx2.ConnectError("refused")),
+    ],
+    ids=repr,
+)
+def test_an_error_an_upstream_failure_arrives_as_is_looked_into(error: BaseException) -> None:
+    assert may_be_upstream(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("a bug"),
+        RuntimeError("a bug"),
+        KeyError("a bug"),
+        caused(RuntimeError("a bug"), ValueError("a bug")),
+        ToolError("told on purpose"),
+    ],
+    ids=repr,
+)
+def test_any_other_error_is_not(error: BaseException) -> None:
+    assert not may_be_upstream(error)
 
 
 # -- every way a server proxies ----------------------------------------------------------------
@@ -520,6 +682,79 @@ async def test_an_mcp_error_of_a_local_tool_on_a_proxy_keeps_fastmcps_meaning(
         result = await client.call_tool_mcp("local", {})
     assert result.is_error
     assert result.content[0].text == "Error calling tool 'local'"
+    assert seen == []
+
+
+class Refuses(Middleware):
+    """A middleware after the adapter that answers every call and listing with an MCPError."""
+
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        raise MCPError(REJECTED_CODE, f"refused: {SECRET}")
+
+    async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        raise MCPError(REJECTED_CODE, f"refused: {SECRET}")
+
+
+async def test_an_mcp_error_for_a_proxied_tool_is_taken_for_the_upstreams(
+    backend_url: str, era: str
+) -> None:
+    # told by the component the call targets, not by where the error was raised: a middleware
+    # after the adapter that raises an MCPError for a proxied tool reads as its upstream's
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    proxy = create_proxy(backend_url, middleware=[excepthub_fastmcp.middleware(exc), Refuses()])
+
+    @proxy.tool
+    def local() -> int:
+        return 1
+
+    async with Client(proxy, mode=era) as client:
+        proxied = await client.call_tool_mcp("forecast", {"city": "Oslo"})
+        with pytest.raises(MCPError) as own:
+            await client.call_tool_mcp("local", {})
+        with pytest.raises(MCPError) as listing:
+            await client.list_tools_mcp()
+    assert proxied.content[0].text == "Error calling tool 'forecast'"
+    assert (own.value.code, own.value.message) == (REJECTED_CODE, f"refused: {SECRET}")  # as ever
+    assert (listing.value.code, listing.value.message) == (
+        mcp_types.INTERNAL_ERROR,
+        "Internal server error",
+    )
+    assert [(type(e), e.method, e.name) for e in seen] == [
+        (UpstreamProtocolError, "tools/call", "forecast"),
+        (UpstreamProtocolError, "tools/list", None),
+    ]
+
+
+async def test_a_listing_mcp_error_on_a_server_that_proxies_nothing_keeps_fastmcps_meaning(
+    era: str,
+) -> None:
+    seen: list[UpstreamError] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    server = FastMCP("plain", middleware=[excepthub_fastmcp.middleware(exc), Refuses()])
+
+    async with Client(server, mode=era) as client:
+        with pytest.raises(MCPError) as listing:
+            await client.list_tools_mcp()
+    assert (listing.value.code, listing.value.message) == (REJECTED_CODE, f"refused: {SECRET}")
+    assert seen == []
+
+
+async def test_a_parents_adapter_masks_a_mounted_proxys_failure_without_taking_it_for_upstream(
+    backend_url: str, era: str
+) -> None:
+    # the parent finds FastMCP's wrapper of the mounted tool, not a ProxyTool: give the mounted
+    # proxy the adapter to have its upstream failures as UpstreamError
+    seen: list[Exception] = []
+    exc = ExceptionMiddleware(handlers={UpstreamError: seen.append})
+    main = FastMCP("main", middleware=[excepthub_fastmcp.middleware(exc)])
+    main.mount(create_proxy(backend_url), namespace="weather")
+
+    async with Client(main, mode=era) as client:
+        result = await client.call_tool_mcp("weather_rejected", {})
+    assert result.is_error
+    assert result.content[0].text == "Error calling tool 'rejected'"  # the mounted proxy's words
+    assert SECRET not in result.model_dump_json()
     assert seen == []
 
 

@@ -7,22 +7,27 @@ text. The middleware turns each into an `UpstreamError` subclass that carries th
 detail for the log, hands it to the registry, and answers the client without that detail unless
 a handler puts it there.
 
-What counts as upstream: an `isError` result of a tool FastMCP proxies (a `ProxyTool`), and an
-`MCPError` or a transport failure raised through FastMCP's proxy code (its traceback passes
-through `fastmcp.server.providers.proxy`, as `unwrap` reads FastMCP's wrappers).
+What counts as upstream, told by FastMCP's public API: an `isError` result, an `MCPError` or a
+connection failure of a call to a component FastMCP proxies (the public `get_tool` & co. of
+the server's providers find a `ProxyTool`, `ProxyResource`, `ProxyTemplate` or `ProxyPrompt`),
+and an `MCPError` or a connection failure of a listing on a server that proxies (a
+`FastMCPProxy`, a `ProxyProvider`). The lookup is made on the error path only, for an error of
+a kind an upstream failure arrives as.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import ModuleType
 from typing import Any, Final
 
 import anyio
 from fastmcp.server.middleware import MiddlewareContext
+from fastmcp.server.providers import Provider
+from fastmcp.server.server import FastMCP
 from fastmcp.tools import ToolResult
-from fastmcp.utilities.exceptions import get_http_status_code, is_request_error
+from fastmcp.utilities.exceptions import is_http_status_error, is_request_error
 from mcp import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 
@@ -125,38 +130,45 @@ for _public in (UpstreamError, UpstreamToolError, UpstreamProtocolError, Upstrea
 
 # -- what counts as upstream --------------------------------------------------------------------
 
-_PROXY_FILE: Final = None if _proxy_module is None else _proxy_module.__file__
-_PROXY_TOOL: Final[type[Any] | None] = getattr(_proxy_module, "ProxyTool", None)
+# FastMCP's public proxy classes (feature-detected: without them nothing is upstream). A component
+# of one of these classes relays each call to an upstream.
+_PROXIED: Final[tuple[type[Any], ...]] = tuple(
+    kind
+    for kind in (
+        getattr(_proxy_module, name, None)
+        for name in ("ProxyTool", "ProxyResource", "ProxyTemplate", "ProxyPrompt")
+    )
+    if isinstance(kind, type)
+)
 _PROXY_SERVER: Final[type[Any] | None] = getattr(_proxy_module, "FastMCPProxy", None)
 _PROXY_PROVIDER: Final[type[Any] | None] = getattr(_proxy_module, "ProxyProvider", None)
 
-# How a dead connection shows: the stdlib's and anyio's errors, and FastMCP's own list where it
-# has one (the failures it normalizes into an `MCPError`).
+# How a dead connection shows: the stdlib's and anyio's errors, and httpx's (told by FastMCP's
+# public helpers, see `_http_failure`): the failures FastMCP's proxy turns into an `MCPError`.
 _TRANSPORT_FAILURES: Final[tuple[type[BaseException], ...]] = (
     TimeoutError,
     OSError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
     anyio.BrokenResourceError,
-    *getattr(_proxy_module, "_PROXY_TRANSPORT_CAUSES", ()),
 )
-# The classes an upstream failure arrives as (a cheap first test on every error path).
+# The classes an upstream failure arrives as, httpx's aside (a cheap first test on every error).
 _CANDIDATES: Final = (MCPError, RuntimeError, *_TRANSPORT_FAILURES)
+_HTTP_FAILURE_CLASSES: Final[dict[type[BaseException], bool]] = {}
+_REMEMBERED: Final = 512  # classes made at run time must not grow the memo without end
 
 
-def raised_upstream(error: BaseException) -> bool:
-    """Whether `error` is an upstream's failure a proxy relayed: an `MCPError` or a transport
-    failure whose traceback passes through FastMCP's proxy code."""
-    if _PROXY_FILE is None or not isinstance(error, _CANDIDATES):
+def may_be_upstream(error: BaseException) -> bool:
+    """Whether `error` is of a kind an upstream failure arrives as: an `MCPError`, or a
+    connection failure (itself or what caused it). Told from the error alone, at the cost of an
+    `isinstance` for any other error; whether a proxy relayed it is `upstream_failure`'s to tell."""
+    if not _PROXIED:
         return False
-    if not isinstance(error, MCPError) and not _unreachable(error):
+    if isinstance(error, MCPError):
+        return True
+    if not isinstance(error, _CANDIDATES) and not _http_failure(error):
         return False
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == _PROXY_FILE:
-            return True
-        tb = tb.tb_next
-    return False
+    return _unreachable(error)
 
 
 def _unreachable(error: BaseException) -> bool:
@@ -167,8 +179,7 @@ def _unreachable(error: BaseException) -> bool:
             return False
         if (
             isinstance(seen, _TRANSPORT_FAILURES)
-            or is_request_error(seen)
-            or get_http_status_code(seen) is not None
+            or _http_failure(seen)
             or (isinstance(seen, MCPError) and seen.code == CONNECTION_CLOSED)
         ):
             return True
@@ -176,18 +187,97 @@ def _unreachable(error: BaseException) -> bool:
     return False
 
 
+def _http_failure(error: BaseException) -> bool:
+    """Whether `error` is an httpx request or status error (legacy httpx's too), as FastMCP's
+    public helpers tell it; remembered per class, since they walk the class's MRO."""
+    kind = type(error)
+    known = _HTTP_FAILURE_CLASSES.get(kind)
+    if known is None:
+        known = is_request_error(error) or is_http_status_error(error)
+        if len(_HTTP_FAILURE_CLASSES) < _REMEMBERED:
+            _HTTP_FAILURE_CLASSES[kind] = known
+    return known
+
+
 def upstream_failure(
     error: Exception, context: MiddlewareContext[Any]
-) -> Coroutine[Any, Any, UpstreamError] | None:
-    """The `UpstreamError` for `error` when a proxy relayed it from its upstream, else `None`
-    at once (an `isinstance`; a walk of the traceback for an `MCPError` or a connection
-    failure)."""
-    if not raised_upstream(error):
+) -> Coroutine[Any, Any, UpstreamError | None] | None:
+    """`None` at once for an error no upstream failure arrives as (see `may_be_upstream`); else
+    the coroutine that gives its `UpstreamError` if the request went to a proxy (see `_relayed`),
+    or `None` if it did not."""
+    if not may_be_upstream(error):
         return None
     return _from_exception(error, context)
 
 
-async def _from_exception(error: Exception, context: MiddlewareContext[Any]) -> UpstreamError:
+async def _relayed(context: MiddlewareContext[Any]) -> bool:
+    """Whether a proxy serves the request: the component it targets is a proxy's (`ProxyTool`,
+    ...); for a listing, or a component that cannot be looked up (a proxy's listing failed, as it
+    did for FastMCP), whether the server proxies."""
+    fastmcp_context = context.fastmcp_context
+    if fastmcp_context is None:
+        return False
+    server = fastmcp_context.fastmcp
+    finders = _FINDERS.get(context.method or "")
+    if finders is None:  # a listing, or another request the server answers itself
+        return _proxies(server)
+    key = _call_of(context)[1]
+    if key is None:
+        return False
+    try:
+        component = await _find(server, finders, key)
+    except Exception:  # a provider's listing fails: on a proxy, its upstream's
+        return _proxies(server)
+    return isinstance(component, _PROXIED)
+
+
+_Finder = Callable[[Provider, str], Awaitable[object]]
+
+# How each call's target is found by the name or URI the client asked for: FastMCP's public
+# lookups, which every provider and the server itself have.
+_FINDERS: Final[dict[str, tuple[_Finder, ...]]] = {
+    "tools/call": (lambda where, name: where.get_tool(name),),
+    "prompts/get": (lambda where, name: where.get_prompt(name),),
+    "resources/read": (  # a resource first, then a template, as FastMCP reads one
+        lambda where, uri: where.get_resource(uri),
+        lambda where, uri: where.get_resource_template(uri),
+    ),
+}
+
+
+async def _find(server: FastMCP[Any], finders: tuple[_Finder, ...], key: str) -> object | None:
+    """The component under `key`, as the server's providers find it, in the server's order (a
+    local tool: about 2 µs); failing that, as the server finds it (about 40 µs: every transform,
+    visibility and auth check), for a name that a transform of the server's own gives."""
+    for find in finders:
+        for provider in server.providers:
+            if (component := await find(provider, key)) is not None:
+                return component
+    for find in finders:
+        if (component := await find(server, key)) is not None:
+            return component
+    return None
+
+
+def _proxies(server: FastMCP[Any]) -> bool:
+    """Whether the server proxies: a `FastMCPProxy`, or one with a `ProxyProvider` of its own
+    (one added with a namespace is wrapped by FastMCP: not told by public API)."""
+    return (_PROXY_SERVER is not None and isinstance(server, _PROXY_SERVER)) or bool(
+        _proxy_providers(server)
+    )
+
+
+def _proxy_providers(server: FastMCP[Any]) -> list[Any]:
+    if _PROXY_PROVIDER is None:
+        return []
+    return [p for p in server.providers if isinstance(p, _PROXY_PROVIDER)]
+
+
+async def _from_exception(
+    error: Exception, context: MiddlewareContext[Any]
+) -> UpstreamError | None:
+    if not await _relayed(context):
+        return None
     server = await _upstream_of(context)
     method, name = _call_of(context)
     where = _where(server, method, name)
@@ -234,12 +324,9 @@ async def upstream_tool_error(
 ) -> UpstreamToolError | None:
     """The `UpstreamToolError` for an `isError` result of a tool the server proxies, else `None`
     (a local tool's own error result is its answer, left as it is)."""
-    fastmcp_context = context.fastmcp_context
-    if _PROXY_TOOL is None or fastmcp_context is None:
+    if not await _relayed(context):
         return None
     name = context.message.name
-    if not isinstance(await fastmcp_context.fastmcp.get_tool(name), _PROXY_TOOL):
-        return None
     server = await _upstream_of(context)
     text = " ".join(_text_of(block) for block in result.content) or "(no content)"
     return UpstreamToolError(
@@ -294,7 +381,5 @@ def _client_factory(server: Any) -> Any:
     server has; `None` when there are several (which one failed is not known here)."""
     if _PROXY_SERVER is not None and isinstance(server, _PROXY_SERVER):
         return server.client_factory
-    if _PROXY_PROVIDER is None:
-        return None
-    providers = [p for p in getattr(server, "providers", ()) if isinstance(p, _PROXY_PROVIDER)]
+    providers = _proxy_providers(server)
     return providers[0].client_factory if len(providers) == 1 else None

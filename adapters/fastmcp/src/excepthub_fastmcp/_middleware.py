@@ -55,7 +55,7 @@ from excepthub import (
 from ._gateway import (
     UpstreamError,
     masked_request_error,
-    raised_upstream,
+    may_be_upstream,
     upstream_failure,
     upstream_tool_error,
 )
@@ -346,8 +346,9 @@ class ExcepthubMiddleware(Middleware):
             _release(held)
 
     async def _request_failed(self, error: Exception, context: MiddlewareContext[Any]) -> Exception:
-        if (pending := upstream_failure(error, context)) is not None:  # a proxy's listing
-            error = await pending
+        pending = upstream_failure(error, context)
+        if pending is not None and (upstream := await pending) is not None:  # a proxy's listing
+            error = upstream
         masking = isinstance(error, UpstreamError) or not _answered_without_its_text(error, context)
         defaults = _MASKING if masking else DEFAULTS
         try:
@@ -460,7 +461,7 @@ def _may_report(registry: ExceptionMiddleware, error: BaseException | None) -> b
     if not isinstance(error, Exception) or isinstance(error, BaseExceptionGroup):
         return True
     error = unwrap(error)
-    if raised_upstream(error):  # a proxy's upstream failure: excepthub logs it, in every case
+    if may_be_upstream(error):  # a proxy's upstream failure is excepthub's to log: held, until told
         return True
     if registry.retry is not None and registry.retry.is_transient(error):
         return True
