@@ -411,9 +411,12 @@ async def test_an_upstream_that_goes_down_after_listing_is_unavailable(era: str)
 async def test_a_successful_upstream_result_passes_through_untouched(
     backend_url: str, era: str
 ) -> None:
-    plain = create_proxy(backend_url)
+    # one name: FastMCP 4.2 puts the proxy's name in the result's meta, a random one by default
+    plain = create_proxy(backend_url, name="gateway")
     guarded = create_proxy(
-        backend_url, middleware=[excepthub_fastmcp.middleware(ExceptionMiddleware())]
+        backend_url,
+        name="gateway",
+        middleware=[excepthub_fastmcp.middleware(ExceptionMiddleware())],
     )
     results = []
     for proxy in (plain, guarded):
