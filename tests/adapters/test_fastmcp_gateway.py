@@ -42,8 +42,7 @@ from excepthub_fastmcp import (
 )
 from excepthub_fastmcp._gateway import may_be_upstream
 
-from ._servers import uvicorn_on_loopback
-from .test_fastmcp_http import Recorder
+from ._servers import Recorder, uvicorn_on_loopback
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,6 @@ Both protocol eras: `mode="legacy"` (the initialize handshake, a session, SSE) a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -25,15 +24,11 @@ import excepthub_fastmcp
 from excepthub import ExceptionMiddleware
 from excepthub_fastmcp import deny
 
-from ._servers import uvicorn_on_loopback
+from ._servers import Recorder, uvicorn_on_loopback
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "hunter2-do-not-leak"
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 @pytest.fixture
@@ -165,45 +160,6 @@ def _keyed(cls: type[Exception]) -> Callable[[str], str]:
         raise cls(SECRET)
 
     return component
-
-
-class Recorder:
-    """An ASGI app around the MCP app: keeps what goes on the wire, both ways."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.sent: list[bytes] = []
-        self.requests: list[bytes] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def tap_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                self.requests.append(message.get("body", b""))
-            return message
-
-        async def tap_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.sent.append(repr((message["status"], message.get("headers"))).encode())
-            elif message["type"] == "http.response.body":
-                self.sent.append(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, tap_receive, tap_send)
-
-    def wire(self) -> bytes:
-        return b"".join(self.sent)
-
-    def request_ids(self, method: str) -> list[str]:
-        ids = []
-        for body in self.requests:
-            try:
-                message = json.loads(body)
-            except ValueError:
-                continue
-            if isinstance(message, dict) and message.get("method") == method:
-                ids.append(str(message["id"]))
-        return ids
 
 
 class Served:
